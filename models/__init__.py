@@ -1,0 +1,28 @@
+"""clipscope models: load any supported CLIP / ViT / CNN, wrap it in a family adapter, capture by canonical name.
+
+    from models import load_model
+    model = load_model("bundled:mini-clip")
+    with model.capture(["blocks.*.attn.pattern"]) as cache:
+        model.encode_image(model.pixels(image))
+"""
+from models.adapter import ModelAdapter
+from models.capture import ActivationCache, Capture
+from models.clip import CLIPAdapter
+from models.cnn import CNNAdapter
+from models.errors import (
+                           CaptureError,
+                           ClipscopeModelError,
+                           ModelIdError,
+                           ModelUnavailableOfflineError,
+                           UnknownArchitectureError,
+)
+from models.model_ids import ModelId, parse_model_id
+from models.preprocess import Preprocess
+from models.registry import clear_cache, load_model
+from models.vit import ViTAdapter
+
+__all__ = [
+    "ActivationCache", "CLIPAdapter", "CNNAdapter", "Capture", "CaptureError", "ClipscopeModelError", "ModelAdapter",
+    "ModelId", "ModelIdError", "ModelUnavailableOfflineError", "Preprocess", "UnknownArchitectureError", "ViTAdapter",
+    "clear_cache", "load_model", "parse_model_id",
+]

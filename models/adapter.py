@@ -1,0 +1,94 @@
+"""The common face of every family adapter (clip | vit | cnn): hook names, capture, preprocessing, device."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+
+import torch
+from PIL import Image
+from torch import nn
+
+from models.attention import AttentionSite
+from models.capture import ATTENTION_VALUES, Capture, HookPoint, expand_names
+from models.preprocess import Preprocess
+
+
+class ModelAdapter:
+    """Wraps a native model (never a re-implementation) and names its insides with one vocabulary.
+
+    Subclasses fill ``points`` (canonical name -> HookPoint) and ``sites`` (``blocks.N.attn`` -> AttentionSite).
+    """
+
+    family: str = ""
+
+    def __init__(self, model_id: str, backend: str, module: nn.Module, preprocess: Preprocess,
+                 device: torch.device, dtype: torch.dtype):
+        self.model_id = model_id
+        self.backend = backend
+        self.module = module.eval()
+        self.preprocess = preprocess
+        self.device = device
+        self.dtype = dtype
+        self.points: dict[str, HookPoint] = {}
+        self.sites: dict[str, AttentionSite] = {}
+        self._grad_captures = 0
+
+    # -- naming ---------------------------------------------------------------------------------------------------
+    def hook_names(self) -> list[str]:
+        """Every canonical name this model can capture, in forward order (``module.<path>`` names come on top)."""
+        names = list(self.points)
+        for site_name in self.sites:
+            names.extend(f"{site_name}.{value}" for value in ATTENTION_VALUES)
+        return names
+
+    def capture(self, names: Iterable[str] | str, grad: bool = False) -> Capture:
+        """Record the named tensors during the forwards run inside the ``with`` block.
+
+        ``names`` are canonical names or globs (``blocks.*.attn.pattern``), or ``module.<path>`` for any native
+        submodule's output. With ``grad=True`` the forward runs with autograd on and ``cache.grad(name)`` holds
+        d(loss)/d(tensor) after ``backward()``.
+        """
+        module_names = {name for name, _ in self.module.named_modules() if name}
+        chosen = expand_names(names, self.hook_names(), module_names)
+        points = dict(self.points)
+        for name in chosen:
+            if name.startswith("module."):
+                points[name] = HookPoint(self.module.get_submodule(name[len("module."):]))
+        on_enter = on_exit = None
+        if grad:
+            def on_enter():
+                self._grad_captures += 1
+
+            def on_exit():
+                self._grad_captures -= 1
+        return Capture(chosen, points, self.sites, grad=grad, on_enter=on_enter, on_exit=on_exit)
+
+    def run_context(self) -> contextlib.AbstractContextManager:
+        """Autograd on inside a ``grad=True`` capture, off otherwise (inference needs no graph)."""
+        return torch.enable_grad() if self._grad_captures else torch.no_grad()
+
+    # -- inputs ---------------------------------------------------------------------------------------------------
+    def pixels(self, images: Image.Image | Sequence[Image.Image] | torch.Tensor) -> torch.Tensor:
+        """Preprocessed pixels on the model's device and dtype (tensors are taken as already preprocessed)."""
+        tensor = images if torch.is_tensor(images) else self.preprocess(images)
+        return tensor.to(self.device, self.dtype)
+
+    # -- facts ----------------------------------------------------------------------------------------------------
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.module.parameters())
+
+    def facts(self) -> dict:
+        """What a user checks first about a loaded model."""
+        return {
+            "id": self.model_id,
+            "family": self.family,
+            "backend": self.backend,
+            "class": type(self.module).__name__,
+            "parameters": self.num_parameters,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "input size": "x".join(map(str, self.preprocess.size)),
+            "mean": self.preprocess.mean,
+            "std": self.preprocess.std,
+        }

@@ -1,0 +1,159 @@
+"""CLIP adapter: two towers and a shared embedding space.
+
+The image tower is a :class:`ViTAdapter` or :class:`CNNAdapter` (``model.visual``); text-tower names carry the
+``text.`` prefix (``text.blocks.N.resid_post``, ``text.blocks.N.attn.pattern`` with the causal mask,
+``text.final_norm``, ``text_embed``). Unprefixed names refer to the image tower, so
+``clip.capture(["blocks.*.attn.pattern"])`` reads image attention as it would on a plain ViT.
+
+``encode_image`` / ``encode_text`` return the model's own, un-normalised embeddings; the logits CLIP trains with
+are ``logit_scale.exp() * cosine``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from models.adapter import ModelAdapter
+from models.attention import AttentionSite
+from models.capture import HookPoint
+from models.errors import UnknownArchitectureError
+
+
+@dataclass
+class TextLayout:
+    """The native modules of a CLIP text tower."""
+
+    token_embed: nn.Module
+    blocks: list[nn.Module]
+    ln1: list[nn.Module]
+    attn: list[nn.Module]
+    mlp: list[nn.Module]
+    final_norm: nn.Module
+    output: nn.Module | None   # projection module, or None when the projection is a bare parameter
+    context_length: int
+    vocab_size: int
+
+
+class CLIPAdapter(ModelAdapter):
+    """A CLIP model: ``visual`` (ViT or CNN adapter) + text tower + logit scale."""
+
+    family = "clip"
+
+    def __init__(self, visual: ModelAdapter, text: TextLayout,
+                 encode_text_tokens: Callable[[torch.Tensor], torch.Tensor],
+                 tokenize: Callable[[Sequence[str]], torch.Tensor],
+                 logit_scale: Callable[[], torch.Tensor],
+                 logit_bias: Callable[[], torch.Tensor | None] = lambda: None, **kwargs):
+        super().__init__(**kwargs)
+        self.visual = visual
+        self.text = text
+        self._encode_text_tokens = encode_text_tokens
+        self._tokenize = tokenize
+        self._logit_scale = logit_scale
+        self._logit_bias = logit_bias
+        self.points.update(visual.points)
+        self.sites.update(visual.sites)
+        self.points["text.token_embed"] = HookPoint(text.token_embed)
+        for i, block in enumerate(text.blocks):
+            self.points[f"text.blocks.{i}.resid_pre"] = HookPoint(block, kind="input")
+            self.points[f"text.blocks.{i}.ln1"] = HookPoint(text.ln1[i])
+            self.sites[f"text.blocks.{i}.attn"] = AttentionSite.detect(text.attn[i], causal=True)
+            self.points[f"text.blocks.{i}.attn_out"] = HookPoint(text.attn[i])
+            self.points[f"text.blocks.{i}.mlp_out"] = HookPoint(text.mlp[i])
+            self.points[f"text.blocks.{i}.resid_post"] = HookPoint(block)
+        self.points["text.final_norm"] = HookPoint(text.final_norm)
+        if text.output is not None:
+            self.points["text_embed"] = HookPoint(text.output)
+        # the image tower shares the grad-capture switch with the whole model
+        visual.run_context = self.run_context
+
+    # -- text -----------------------------------------------------------------------------------------------------
+    @property
+    def context_length(self) -> int:
+        return self.text.context_length
+
+    @property
+    def vocab_size(self) -> int:
+        return self.text.vocab_size
+
+    def tokenize(self, texts: str | Sequence[str]) -> torch.Tensor:
+        """Token ids (batch, context_length) with the model's own tokenizer; longer texts are truncated."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        if not texts:
+            raise ValueError("tokenize got no texts.")
+        return self._tokenize(texts).to(self.device)
+
+    def encode_text(self, texts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Text embeddings (batch, dim), not normalised. Takes strings or token ids."""
+        tokens = texts if torch.is_tensor(texts) else self.tokenize(texts)
+        with self.run_context():
+            return self._encode_text_tokens(tokens.to(self.device))
+
+    # -- images ---------------------------------------------------------------------------------------------------
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (batch, dim), not normalised."""
+        return self.visual.forward(pixels)
+
+    # -- joint space ----------------------------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> float:
+        """exp(learned log-temperature): logits = logit_scale * cosine."""
+        return float(self._logit_scale().detach().exp().reshape(-1)[0])
+
+    @property
+    def logit_bias(self) -> float | None:
+        bias = self._logit_bias()
+        return None if bias is None else float(bias.detach().reshape(-1)[0])
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """(images, texts) logits exactly as the model computes them: scale * cosine (+ bias for SigLIP)."""
+        image_features = torch.nn.functional.normalize(image_features.float(), dim=-1)
+        text_features = torch.nn.functional.normalize(text_features.float(), dim=-1)
+        logits = self.logit_scale * image_features @ text_features.T
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
+    def facts(self) -> dict:
+        facts = {k: v for k, v in self.visual.facts().items() if k not in ("id", "family", "backend", "class")}
+        facts = {**super().facts(), **facts, "parameters": self.num_parameters}
+        facts.update({
+            "image tower": f"{self.visual.family} ({self.visual.num_parameters:,} parameters)",
+            "text layers": len(self.text.blocks),
+            "context length": self.context_length,
+            "vocab size": self.vocab_size,
+            "logit scale": round(self.logit_scale, 4),
+        })
+        return facts
+
+
+# -- text layouts, one per backend -----------------------------------------------------------------------------------
+def open_clip_text_layout(model: nn.Module) -> TextLayout:
+    """open_clip CLIP (text tower inline) or CustomTextCLIP (``model.text`` is a TextTransformer)."""
+    tower = getattr(model, "text", model)
+    if not hasattr(tower, "transformer") or not hasattr(tower, "token_embedding"):
+        raise UnknownArchitectureError(
+            f"open_clip text tower {type(tower).__name__} is not a TextTransformer (HF text towers are not supported).")
+    blocks = list(tower.transformer.resblocks)
+    projection = tower.text_projection if isinstance(tower.text_projection, nn.Module) else None
+    return TextLayout(
+        token_embed=tower.token_embedding, blocks=blocks,
+        ln1=[b.ln_1 for b in blocks], attn=[b.attn for b in blocks], mlp=[b.mlp for b in blocks],
+        final_norm=tower.ln_final, output=projection,
+        context_length=int(getattr(tower, "context_length", None) or model.context_length),
+        vocab_size=int(getattr(tower, "vocab_size", None) or model.vocab_size),
+    )
+
+
+def hf_text_layout(model: nn.Module) -> TextLayout:
+    """transformers CLIPModel text tower."""
+    text = model.text_model
+    blocks = list(text.encoder.layers)
+    return TextLayout(
+        token_embed=text.embeddings.token_embedding, blocks=blocks,
+        ln1=[b.layer_norm1 for b in blocks], attn=[b.self_attn for b in blocks], mlp=[b.mlp for b in blocks],
+        final_norm=text.final_layer_norm, output=model.text_projection,
+        context_length=int(model.config.text_config.max_position_embeddings),
+        vocab_size=int(model.config.text_config.vocab_size),
+    )

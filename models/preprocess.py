@@ -1,0 +1,86 @@
+"""The preprocessing that goes with a model's weights: resize, centre crop, scale to [0, 1], normalise.
+
+Every backend's own settings (open_clip preprocess_cfg, transformers image processor, timm data config,
+torchvision weights transforms) are converted into one :class:`Preprocess`, so the app and notebooks feed every
+model exactly what its authors fed it.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+_INTERPOLATIONS = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR,
+                   "nearest": InterpolationMode.NEAREST, "lanczos": InterpolationMode.LANCZOS}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Image -> normalised tensor, as the weights expect.
+
+    ``size`` is the (height, width) the model sees. ``resize_to`` is the length of the shorter side before the
+    centre crop (None: resize straight to ``size``, no crop).
+    """
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    resize_to: int | None = None
+    interpolation: str = "bicubic"
+
+    def to_rgb(self, image: Image.Image) -> Image.Image:
+        """RGB view of any PIL image; transparent pixels are composited over white."""
+        if image.mode == "RGB":
+            return image
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(background, rgba).convert("RGB")
+        return image.convert("RGB")
+
+    def geometry(self, image: Image.Image) -> Image.Image:
+        """Resize and crop only: the image exactly as the model sees it, before normalisation."""
+        image = self.to_rgb(image)
+        mode = _INTERPOLATIONS[self.interpolation]
+        if self.resize_to is None:
+            return TF.resize(image, list(self.size), interpolation=mode, antialias=True)
+        image = TF.resize(image, self.resize_to, interpolation=mode, antialias=True)
+        return TF.center_crop(image, list(self.size))
+
+    def __call__(self, images: Image.Image | Sequence[Image.Image]) -> torch.Tensor:
+        """A (batch, 3, H, W) float32 tensor."""
+        batch = [images] if isinstance(images, Image.Image) else list(images)
+        if not batch:
+            raise ValueError("Preprocess got no images.")
+        tensors = []
+        for image in batch:
+            if not isinstance(image, Image.Image):
+                raise TypeError(f"Preprocess takes PIL images, got {type(image).__name__}.")
+            pixels = TF.to_dtype(TF.to_image(self.geometry(image)), torch.float32, scale=True)
+            tensors.append(TF.normalize(pixels, list(self.mean), list(self.std)))
+        return torch.stack(tensors)
+
+    def unnormalize(self, pixels: torch.Tensor) -> np.ndarray:
+        """(3, H, W) normalised tensor -> (H, W, 3) uint8 array, to draw what the model saw."""
+        mean = torch.tensor(self.mean).view(3, 1, 1)
+        std = torch.tensor(self.std).view(3, 1, 1)
+        rgb = (pixels.detach().float().cpu() * std + mean).clamp(0, 1)
+        return (rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+
+
+def square(size: int | Sequence[int]) -> tuple[int, int]:
+    """(h, w) from an int or a pair."""
+    if isinstance(size, int):
+        return (size, size)
+    values = [int(v) for v in size]
+    return (values[-2], values[-1]) if len(values) >= 2 else (values[0], values[0])

@@ -1,0 +1,66 @@
+"""The catalog's parameter counts are the architectures' own; the Model tab's tree and block counts are right."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import load_model
+from models.catalog import REAL_MODELS
+from models.summary import block_parameters, module_tree
+
+
+def _architecture_parameters(model_id: str) -> int:
+    """Rebuild the architecture on the meta device (no weights, no memory, no network) and count."""
+    backend, _, name = model_id.partition(":")
+    with torch.device("meta"):
+        if backend == "open_clip":
+            import open_clip
+            model = open_clip.create_model(name.split("/")[0], pretrained=None, device="meta")
+        elif backend == "torchvision":
+            import torchvision
+            model = torchvision.models.get_model(name.split("/")[0], weights=None)
+        elif backend == "timm":
+            import timm
+            model = timm.create_model(name, pretrained=False)
+        elif name == "openai/clip-vit-base-patch32":
+            import transformers
+            model = transformers.CLIPModel(transformers.CLIPConfig())  # the defaults are this checkpoint's
+        elif name == "google/vit-base-patch16-224":
+            import transformers
+            model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000))
+        else:
+            raise AssertionError(model_id)
+    return sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("known", REAL_MODELS, ids=lambda m: m.id)
+def test_catalog_parameter_counts_are_the_architectures(known):
+    assert _architecture_parameters(known.id) == known.parameters
+
+
+def test_models_list_command_prints_every_known_id():
+    result = subprocess.run([sys.executable, "-m", "models", "list"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for known in REAL_MODELS:
+        assert known.id in result.stdout
+    assert "offline now" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["hf_vit", "open_clip_vit", "torchvision_resnet"])
+def test_block_parameters_sum_to_the_total(name, tiny_ids):
+    model = load_model(tiny_ids[name])
+    counts = block_parameters(model)
+    assert sum(count for _, count in counts) == model.num_parameters
+    assert any(label.startswith(("blocks.", "stages.")) for label, _ in counts)
+
+
+def test_module_tree_shapes_come_from_a_real_forward(tiny_ids):
+    model = load_model(tiny_ids["hf_vit"])
+    rows = {row.name: row for row in module_tree(model, max_depth=4)}
+    assert rows["vit.layers.0"].output_shape == "1x17x64"
+    assert rows["classifier"].output_shape == "1x5"
+    assert rows["vit.embeddings.patch_embeddings.projection"].output_shape == "1x64x4x4"
+    assert rows["vit"].parameters + rows["classifier"].parameters == model.num_parameters

@@ -1,0 +1,1 @@
+"""Gradio tabs of the clipscope app: widgets and events only; the work is done by models/ and viz/."""

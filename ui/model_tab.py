@@ -1,0 +1,48 @@
+"""Model tab: pick any model id, see its facts, parameters per block, module tree and hook names."""
+from __future__ import annotations
+
+import gradio as gr
+
+from models import load_model
+from models.summary import block_parameters, module_tree
+from ui.errors import user_errors
+
+FACT_HEADERS = ["fact", "value"]
+BLOCK_HEADERS = ["block / stage", "parameters"]
+TREE_HEADERS = ["module", "type", "output shape", "parameters"]
+
+
+@user_errors
+def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tuple:
+    """Load ``model_id`` and return the four tables the tab shows."""
+    if not model_id or not model_id.strip():
+        raise gr.Error("Type or pick a model id first, e.g. bundled:mini-clip.", print_exception=False)
+    progress(0.1, desc=f"Loading {model_id}")
+    model = load_model(model_id.strip())
+    progress(0.6, desc="Running one input through it")
+    facts = [[key, f"{value:,}" if isinstance(value, int) else str(value)] for key, value in model.facts().items()]
+    blocks = [[name, f"{count:,}"] for name, count in block_parameters(model)]
+    tree = [["  " * row.depth + row.name, row.type, row.output_shape, f"{row.parameters:,}"]
+            for row in module_tree(model)]
+    hooks = "\n".join(model.hook_names())
+    return facts, blocks, tree, hooks
+
+
+def build_model_tab(model_choices: list[str], default_model: str | None) -> None:
+    """Widgets and events of the Model tab (call inside a gr.Blocks)."""
+    gr.Markdown("Load any model by id and read its structure: module tree with output shapes for one input, "
+                "parameters per block, and the canonical hook names you can capture.")
+    with gr.Row():
+        model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id",
+                               info="bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, torchvision:NAME[/WEIGHTS] "
+                                    "or a local directory", scale=4)
+        load = gr.Button("Load", variant="primary", scale=1)
+    with gr.Row():
+        facts = gr.Dataframe(headers=FACT_HEADERS, label="Facts", interactive=False)
+        blocks = gr.Dataframe(headers=BLOCK_HEADERS, label="Parameters per block", interactive=False)
+    tree = gr.Dataframe(headers=TREE_HEADERS, label="Module tree (output shape for one input)", interactive=False,
+                        max_height=480)
+    hooks = gr.Textbox(label="Hook names (model.capture([...]))", lines=8, max_lines=20)
+    outputs = [facts, blocks, tree, hooks]
+    load.click(describe_model, inputs=model_id, outputs=outputs, api_name="describe_model",
+               concurrency_limit=2)
