@@ -70,16 +70,18 @@ class AttentionSite:
         batch, tokens, _ = t.shape
         return t.reshape(batch, tokens, self.num_heads, self.head_dim).transpose(1, 2)
 
-    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Q, K, V as (batch, heads, tokens, head_dim), after the module's q/k norms."""
+    def qkv(self, x: torch.Tensor, with_v: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Q, K, V as (batch, heads, tokens, head_dim), after the module's q/k norms (V skipped unless with_v)."""
         m = self.module
-        if self.kind in ("mha", "open_clip"):
-            q, k, v = F.linear(x, m.in_proj_weight, m.in_proj_bias).chunk(3, dim=-1)
-        elif self.kind == "timm":
-            q, k, v = m.qkv(x).chunk(3, dim=-1)
+        parts = 3 if with_v else 2
+        if self.kind in ("mha", "open_clip", "timm"):
+            weight, bias = (m.in_proj_weight, m.in_proj_bias) if self.kind != "timm" else (m.qkv.weight, m.qkv.bias)
+            rows = weight.shape[0] // 3 * parts
+            projected = F.linear(x, weight[:rows], None if bias is None else bias[:rows]).chunk(parts, dim=-1)
         else:
-            q, k, v = m.q_proj(x), m.k_proj(x), m.v_proj(x)
-        q, k, v = self._split(q), self._split(k), self._split(v)
+            projected = (m.q_proj(x), m.k_proj(x)) + ((m.v_proj(x),) if with_v else ())
+        q, k = self._split(projected[0]), self._split(projected[1])
+        v = self._split(projected[2]) if with_v else None
         if self.kind == "open_clip":
             q, k = m.ln_q(q), m.ln_k(k)
         elif self.kind == "timm":

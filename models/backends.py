@@ -86,8 +86,10 @@ def load_open_clip(model_id: ModelId, device, dtype):
         if not pretrained:
             example = tags[0] if tags else "TAG"
             raise ModelIdError(f"Model id {model_id.raw!r}: name the weights, e.g. open_clip:{arch}/{example} "
-                               f"(known for {arch}: {', '.join(tags) or 'none'}).")
-        if pretrained not in tags and not Path(pretrained).exists():
+                               f"(known for {arch}: {', '.join(tags) or 'none'}; 'none' for random weights).")
+        if pretrained.lower() in ("none", "random"):  # the architecture with random weights
+            pretrained = None
+        elif pretrained not in tags and not Path(pretrained).exists():
             raise UnknownArchitectureError(
                 f"open_clip has no weights {pretrained!r} for {arch}. Known: {', '.join(tags) or 'none'}.")
     with download_guard(model_id.raw):

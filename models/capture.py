@@ -89,8 +89,9 @@ class ActivationCache:
             if site_name not in self.attention_inputs:
                 raise CaptureError(f"{key!r}: the model never ran through {site_name} inside the capture.")
             site = self.sites[site_name]
+            wants_v = value == "v" or f"{site_name}.v" in self.names
             with torch.no_grad():
-                q, k, v = site.qkv(self.attention_inputs[site_name])
+                q, k, v = site.qkv(self.attention_inputs[site_name], with_v=wants_v)
                 derived = {"q": q, "k": k, "v": v}
                 if value in ("scores", "pattern"):
                     derived["scores"] = site.scores(q, k)

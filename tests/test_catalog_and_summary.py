@@ -64,3 +64,15 @@ def test_module_tree_shapes_come_from_a_real_forward(tiny_ids):
     assert rows["classifier"].output_shape == "1x5"
     assert rows["vit.embeddings.patch_embeddings.projection"].output_shape == "1x64x4x4"
     assert rows["vit"].parameters + rows["classifier"].parameters == model.num_parameters
+
+
+def test_facts_of_a_vit_b32_clip_architecture():
+    """The facts a user checks first, on the real ViT-B/32 architecture (random weights: no download)."""
+    model = load_model("open_clip:ViT-B-32/none", device="cpu")
+    facts = model.facts()
+    assert facts["parameters"] == 151_277_313
+    assert facts["input size"] == "224x224" and facts["patch grid"] == "7x7" and facts["tokens"] == 50
+    assert facts["context length"] == 77 and facts["vocab size"] == 49_408
+    assert facts["layers"] == 12 and facts["heads"] == 12
+    assert model.preprocess.mean == pytest.approx((0.4815, 0.4578, 0.4082), abs=1e-4)
+    assert model.preprocess.std == pytest.approx((0.2686, 0.2613, 0.2758), abs=1e-4)

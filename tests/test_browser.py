@@ -1,0 +1,36 @@
+"""The app in a real headless Chromium: the Model tab loads a model and shows its structure."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from app_server import running_app
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
+         "--no-first-run", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def page(tiny_ids):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not shutil.which("chromium") and not shutil.which(CHROMIUM):
+        pytest.fail("Chromium is required for the browser tests (apt-get install chromium)")
+    with running_app("--model", tiny_ids["hf_vit"]) as url, playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        yield page
+        browser.close()
+
+
+def test_model_tab_loads_and_shows_structure(page, tmp_path):
+    page.get_by_role("button", name="Load").click()
+    page.wait_for_function("document.body.innerText.includes('patch grid')", timeout=60_000)
+    text = page.inner_text("body")
+    assert "4x4" in text and "blocks.1.attn.pattern" in page.locator("textarea").first.input_value()
+    assert "Traceback" not in text
+    page.screenshot(path=str(tmp_path / "model_tab.png"), full_page=True)
