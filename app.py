@@ -31,7 +31,7 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
     with gr.Blocks(title="clipscope") as app:
         gr.Markdown("# clipscope\nSee inside vision models: everything shown is read from the real model by hooks.")
         with gr.Tab("Model"):
-            build_model_tab(choices, default)
+            build_model_tab(app, choices, default)
     return app
 
 

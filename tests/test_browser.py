@@ -4,7 +4,6 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
 from app_server import running_app
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

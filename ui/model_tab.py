@@ -28,8 +28,8 @@ def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tupl
     return facts, blocks, tree, hooks
 
 
-def build_model_tab(model_choices: list[str], default_model: str | None) -> None:
-    """Widgets and events of the Model tab (call inside a gr.Blocks)."""
+def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str | None) -> None:
+    """Widgets and events of the Model tab (call inside ``app``); the default model is described on page load."""
     gr.Markdown("Load any model by id and read its structure: module tree with output shapes for one input, "
                 "parameters per block, and the canonical hook names you can capture.")
     with gr.Row():
@@ -46,3 +46,5 @@ def build_model_tab(model_choices: list[str], default_model: str | None) -> None
     outputs = [facts, blocks, tree, hooks]
     load.click(describe_model, inputs=model_id, outputs=outputs, api_name="describe_model",
                concurrency_limit=2)
+    if default_model:
+        app.load(describe_model, inputs=model_id, outputs=outputs, api_name=False, concurrency_limit=2)
