@@ -95,8 +95,8 @@ class AttentionSite:
         if cosine_scale is not None:
             logit_scale = torch.clamp(cosine_scale.float(), max=self.module.logit_scale_max).exp()
             scores = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-1, -2) * logit_scale
-        else:
-            scores = (q @ k.transpose(-1, -2)) * self.scale
+        else:  # scaling Q (tokens x head_dim) is cheaper than scaling the (tokens x tokens) scores
+            scores = (q * self.scale) @ k.transpose(-1, -2)
         if self.causal:
             tokens = scores.shape[-1]
             blocked = torch.ones(tokens, tokens, dtype=torch.bool, device=scores.device).triu(1)

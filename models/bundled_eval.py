@@ -1,0 +1,129 @@
+"""Quality measurements of the bundled models on held-out procedural shapes (used by the tests and model cards).
+
+Every function takes plain callables, so it works on a raw model, an adapter or a real checkpoint alike:
+``encode_image(pixels[B, 3, H, W]) -> [B, E]``, ``encode_text(list[str]) -> [B, E]``,
+``preprocess(list[PIL.Image]) -> [B, 3, H, W]``, ``forward_logits(pixels) -> [B, classes]`` and
+``cls_attention_fn(pixels) -> [B, grid_h, grid_w]``. Embeddings are compared by cosine similarity.
+
+Held-out data: ``models.shapes.make_dataset(n, seed)`` with ``seed < shapes.TRAIN_SEED_START`` (10**9); training
+only ever uses ``shapes.training_seed(...) >= 10**9``, so the two never share an example.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from models import shapes
+
+EVAL_SEED = 20_240_601  # default held-out dataset seed (any seed below shapes.TRAIN_SEED_START is held out)
+
+EncodeImage = Callable[[torch.Tensor], torch.Tensor]
+EncodeText = Callable[[list[str]], torch.Tensor]
+Preprocess = Callable[[Sequence[Image.Image]], torch.Tensor]
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < shapes.TRAIN_SEED_START:
+        raise ValueError(f"Evaluation seeds must be in [0, {shapes.TRAIN_SEED_START}); training uses the rest.")
+
+
+def zero_shot_prompt(colour: str, shape: str) -> str:
+    """The zero-shot prompt of a class: "a {colour} {shape}" (with "an" before a vowel, as in the captions)."""
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {shape}"
+
+
+@torch.no_grad()
+def _image_embeddings(encode_image: EncodeImage, preprocess: Preprocess, images: list[Image.Image],
+                      batch_size: int) -> torch.Tensor:
+    chunks = [encode_image(preprocess(images[i:i + batch_size])).float().cpu()
+              for i in range(0, len(images), batch_size)]
+    return F.normalize(torch.cat(chunks), dim=-1)
+
+
+@torch.no_grad()
+def _text_embeddings(encode_text: EncodeText, texts: list[str], batch_size: int) -> torch.Tensor:
+    chunks = [encode_text(texts[i:i + batch_size]).float().cpu() for i in range(0, len(texts), batch_size)]
+    return F.normalize(torch.cat(chunks), dim=-1)
+
+
+def clip_zero_shot_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
+                            n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64) -> dict:
+    """Zero-shot top-1 over the 36 classes on ``n`` held-out single-object images (equal counts per class).
+
+    Returns {"top1", "per_class" (name -> accuracy), "n", "prompts"}.
+    """
+    _check_seed(seed)
+    classes = shapes.class_names()
+    prompts = [zero_shot_prompt(*name.split(" ")) for name in classes]
+    examples = shapes.make_dataset(n, seed, two_objects_prob=0.0, balanced=True)
+    text = _text_embeddings(encode_text, prompts, batch_size)
+    image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
+    predicted = (image @ text.T).argmax(dim=1).tolist()
+    truth = [classes.index(e.label) for e in examples]
+    hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
+    per_class = {name: float(hits[[t == k for t in truth]].mean()) for k, name in enumerate(classes)
+                 if k in truth}
+    return {"top1": float(hits.mean()), "per_class": per_class, "n": n, "prompts": prompts}
+
+
+def clip_text_to_image_recall(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
+                              n: int = 200, seed: int = EVAL_SEED + 1, k: int = 5,
+                              two_objects_prob: float = 0.2, batch_size: int = 64) -> float:
+    """Recall@k of each held-out caption retrieving its own image among the ``n`` images (ties count against)."""
+    _check_seed(seed)
+    examples = shapes.make_dataset(n, seed, two_objects_prob=two_objects_prob)
+    text = _text_embeddings(encode_text, [e.caption for e in examples], batch_size)
+    image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
+    similarity = text @ image.T
+    own = similarity.diagonal().unsqueeze(1)
+    others_at_least = (similarity >= own).sum(dim=1) - 1  # images scoring at least as high as the right one
+    return float((others_at_least < k).float().mean())
+
+
+@torch.no_grad()
+def classifier_accuracy(forward_logits: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess,
+                        class_names: Sequence[str], n: int = 360, seed: int = EVAL_SEED + 2,
+                        batch_size: int = 64) -> float:
+    """Top-1 accuracy of a classifier on ``n`` held-out single-object images (equal counts per class).
+
+    ``class_names[i]`` is the "{colour} {shape}" name of logit ``i``.
+    """
+    _check_seed(seed)
+    examples = shapes.make_dataset(n, seed, two_objects_prob=0.0, balanced=True)
+    correct = 0
+    for i in range(0, n, batch_size):
+        batch = examples[i:i + batch_size]
+        logits = forward_logits(preprocess([e.image for e in batch]))
+        predicted = logits.argmax(dim=-1).tolist()
+        correct += sum(class_names[p] == e.label for p, e in zip(predicted, batch, strict=True))
+    return correct / n
+
+
+def mask_on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Fraction of each patch covered by the mask (area average onto a (grid_h, grid_w) grid)."""
+    tensor = torch.from_numpy(mask.astype(np.float32))[None, None]
+    return F.adaptive_avg_pool2d(tensor, grid)[0, 0].numpy()
+
+
+@torch.no_grad()
+def cls_attention_in_mask_rate(cls_attention_fn: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess,
+                               n: int = 200, seed: int = EVAL_SEED + 3, two_objects_prob: float = 0.0,
+                               batch_size: int = 64) -> float:
+    """Fraction of held-out images where the CLS token's attention mass inside the object mask exceeds the mask's
+    share of the image (both measured on the patch grid, the mask downsampled by area)."""
+    _check_seed(seed)
+    examples = shapes.make_dataset(n, seed, two_objects_prob=two_objects_prob)
+    above = 0
+    for i in range(0, n, batch_size):
+        batch = examples[i:i + batch_size]
+        attention = cls_attention_fn(preprocess([e.image for e in batch])).float().cpu().numpy()
+        for att, example in zip(attention, batch, strict=True):
+            cover = mask_on_grid(example.mask, att.shape)
+            inside = float((att * cover).sum() / att.sum())
+            above += inside > float(cover.mean())
+    return above / n

@@ -1,0 +1,576 @@
+"""Train the bundled models on procedural shapes: ``python -m models.train_bundled NAME [--steps N] [--seed S]``.
+
+NAME is mini-clip (open_clip CLIP, contrastive), mini-vit (transformers ViT classifier), mini-cnn (transformers
+ResNet classifier) or all. Each is saved in its backend's own format under ``models/bundled/<NAME>/`` (``--out``
+names that folder; with ``all`` it is the parent of the three), with fp16 weights on disk to keep the repository
+small, then reloaded from disk in fp32, measured with :mod:`models.bundled_eval`, and given a README model card.
+
+Training images come fresh every step from ``shapes.training_seed(seed, step)`` (>= 10**9), disjoint from the
+held-out evaluation seeds (< 10**9). The same seed and step count give the same weights on the same machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from models import bundled_eval, shapes
+
+NAMES = ("mini-clip", "mini-vit", "mini-cnn")
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+CLIP_MODEL_CFG = {
+    "embed_dim": 128,
+    "quick_gelu": False,
+    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 4, "head_width": 48, "mlp_ratio": 4.0},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+}
+CLIP_PREPROCESS_CFG = {"size": 64, "mean": list(shapes.PIXEL_MEAN), "std": list(shapes.PIXEL_STD),
+                       "interpolation": "bicubic", "resize_mode": "shortest"}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Optimisation settings of one model."""
+
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup: int
+    two_objects_prob: float
+
+
+RECIPES = {
+    "mini-clip": Recipe(steps=1600, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100, two_objects_prob=0.2),
+    "mini-vit": Recipe(steps=1000, batch_size=128, lr=1e-3, weight_decay=0.05, warmup=100, two_objects_prob=0.0),
+    "mini-cnn": Recipe(steps=500, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=50, two_objects_prob=0.0),
+}
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+def to_pixels(images, device: torch.device | str = "cpu") -> torch.Tensor:
+    """PIL images -> normalised (B, 3, H, W) float32, exactly what the saved preprocessors produce at 64 px."""
+    array = np.stack([np.asarray(image, dtype=np.uint8) for image in images])
+    pixels = torch.from_numpy(array).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(shapes.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(shapes.PIXEL_STD, device=device).view(1, 3, 1, 1)
+    return (pixels - mean) / std
+
+
+def training_batch(seed: int, step: int, recipe: Recipe, image_size: int = 64) -> list[shapes.Example]:
+    """Fresh training examples for one step, from a training-only seed."""
+    return shapes.make_dataset(recipe.batch_size, shapes.training_seed(seed, step),
+                               two_objects_prob=recipe.two_objects_prob, image_size=image_size)
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warm-up, then cosine decay to 2% of the peak."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def make_optimizer(model: torch.nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases, norms, embeddings and scalars."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        skip = param.ndim < 2 or "embed" in name or "token" in name or "logit_scale" in name or "cls" in name
+        (no_decay if skip else decay).append(param)
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=recipe.lr, betas=(0.9, 0.98), eps=1e-6)
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """Whether to train under bf16 autocast: "auto" picks it where the hardware has fast bf16 (a CUDA GPU that
+    supports it, or a CPU with AVX512-BF16/AMX, where it is about 1.6x faster); weights stay fp32 either way."""
+    if precision != "auto":
+        return precision == "bf16"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def autocast(device: torch.device, bf16: bool):
+    """The mixed-precision context for forward passes (a no-op when ``bf16`` is False)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
+def setup(seed: int, device: str | None, threads: int | None) -> torch.device:
+    """Seed everything, pick the device (CUDA when there is one) and use every CPU core for torch."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    return torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def machine(device: torch.device) -> str:
+    """A one-line description of where training ran."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} CPU threads (of {os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def count_params(model: torch.nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def folder_size(path: Path) -> int:
+    """Bytes of the files in a folder."""
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+
+
+def train_loop(step_fn: Callable[[int], tuple[torch.Tensor, float]], model: torch.nn.Module, recipe: Recipe,
+               desc: str, log_every: int = 50) -> dict:
+    """Run ``recipe.steps`` optimiser steps of ``step_fn(step) -> (loss, accuracy)``; returns a loss/accuracy log."""
+    optimizer = make_optimizer(model, recipe)
+    model.train()
+    history, window = [], []
+    start = time.perf_counter()
+    bar = tqdm(range(recipe.steps), desc=desc, dynamic_ncols=True, mininterval=2.0)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        loss, accuracy = step_fn(step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        window.append((loss.item(), accuracy))
+        bar.set_postfix(loss=f"{window[-1][0]:.3f}", acc=f"{accuracy:.2f}", refresh=False)
+        if (step + 1) % log_every == 0 or step + 1 == recipe.steps:
+            mean_loss, mean_acc = (float(v) for v in np.mean(window, axis=0))
+            history.append({"step": step + 1, "loss": round(mean_loss, 4), "train_acc": round(mean_acc, 4),
+                            "lr": lr_at(step, recipe), "elapsed_s": round(time.perf_counter() - start, 1)})
+            tqdm.write(f"{desc} step {step + 1}/{recipe.steps} loss {mean_loss:.4f} train-acc {mean_acc:.3f} "
+                       f"({time.perf_counter() - start:.0f}s)")
+            window = []
+    model.eval()
+    return {"wall_time_s": round(time.perf_counter() - start, 1), "history": history}
+
+
+# ---------------------------------------------------------------------------------------------------- mini-clip
+
+def write_open_clip_config(folder: Path) -> None:
+    """The open_clip ``local-dir`` config: model_cfg plus preprocess_cfg."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": CLIP_MODEL_CFG, "preprocess_cfg": CLIP_PREPROCESS_CFG}
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def open_clip_cls_attention(model) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, 3, H, W) -> (B, grid_h, grid_w): last-block CLS-to-patch attention, mean over heads, recomputed with the
+    block's own ``ln_1`` and ``attn`` from its input (captured by a forward pre-hook)."""
+    visual = model.visual
+    block = visual.transformer.resblocks[-1]
+
+    @torch.no_grad()
+    def cls_attention(pixels: torch.Tensor) -> torch.Tensor:
+        captured = {}
+
+        def grab(module, args, kwargs):
+            captured["x"] = args[0] if args else kwargs["q_x"]
+
+        handle = block.register_forward_pre_hook(grab, with_kwargs=True)
+        try:
+            visual(pixels)
+        finally:
+            handle.remove()
+        x = block.ln_1(captured["x"])
+        if not block.attn.batch_first:
+            raise RuntimeError("Expected a batch-first open_clip transformer.")
+        _, weights = block.attn(x, x, x, need_weights=True, average_attn_weights=False)
+        grid_h, grid_w = visual.grid_size
+        prefix = weights.shape[-1] - grid_h * grid_w
+        return weights.mean(dim=1)[:, 0, prefix:].reshape(-1, grid_h, grid_w)
+
+    return cls_attention
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+              captions: list[str]) -> tuple[torch.Tensor, float]:
+    """Symmetric contrastive cross-entropy with learned temperature; identical captions count as positives of
+    each other's images (the targets spread evenly over duplicates). Returns (loss, image->text accuracy)."""
+    image_features = F.normalize(image_features, dim=-1)
+    text_features = F.normalize(text_features, dim=-1)
+    logits = logit_scale.exp() * image_features @ text_features.T
+    ids = {c: i for i, c in enumerate(dict.fromkeys(captions))}
+    caption_ids = torch.tensor([ids[c] for c in captions], device=logits.device)
+    same = (caption_ids[:, None] == caption_ids[None, :]).float()
+    targets = same / same.sum(dim=1, keepdim=True)
+    loss = 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    accuracy = float((same[torch.arange(len(captions)), logits.argmax(dim=1)] > 0).float().mean())
+    return loss, accuracy
+
+
+def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, bf16: bool) -> dict:
+    """Train and save mini-clip in open_clip's local-dir format; returns facts for the model card."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as scratch:  # config only: open_clip builds a freshly initialised model
+        write_open_clip_config(Path(scratch))
+        model = open_clip.create_model("local-dir:" + scratch, device=device)
+        tokenizer = open_clip.get_tokenizer("local-dir:" + scratch)
+
+    def step_fn(step: int) -> tuple[torch.Tensor, float]:
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        examples = training_batch(seed, step, recipe)
+        captions = [e.caption for e in examples]
+        with autocast(device, bf16):
+            image_features = model.encode_image(to_pixels([e.image for e in examples], device))
+            text_features = model.encode_text(tokenizer(captions).to(device))
+        return clip_loss(image_features.float(), text_features.float(), model.logit_scale, captions)
+
+    log = train_loop(step_fn, model, recipe, "mini-clip")
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+
+    write_open_clip_config(out_dir)
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "open_clip_model.safetensors"))
+    return {"params": count_params(model), "logit_scale": float(model.logit_scale.detach().exp()), **log}
+
+
+def evaluate_clip(out_dir: Path, device: torch.device) -> dict:
+    """Reload mini-clip from disk through open_clip (fp32) and measure it."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + str(out_dir), device=device)
+    tokenizer = open_clip.get_tokenizer("local-dir:" + str(out_dir))
+    model.eval()
+
+    def encode_image(pixels: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(pixels.to(device))
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        return model.encode_text(tokenizer(texts).to(device))
+
+    def prep(images) -> torch.Tensor:
+        return torch.stack([preprocess(image) for image in images])
+
+    zero_shot = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=720)
+    cls_fn = open_clip_cls_attention(model)
+    return {
+        "zero_shot_top1": zero_shot["top1"],
+        "zero_shot_n": zero_shot["n"],
+        "zero_shot_worst_classes": sorted(zero_shot["per_class"].items(), key=lambda kv: kv[1])[:3],
+        "text_to_image_recall@5": bundled_eval.clip_text_to_image_recall(encode_image, encode_text, prep, n=200),
+        "text_to_image_recall@1": bundled_eval.clip_text_to_image_recall(encode_image, encode_text, prep, n=200,
+                                                                         k=1),
+        "recall_n": 200,
+        "cls_attention_in_mask_rate": bundled_eval.cls_attention_in_mask_rate(
+            lambda pixels: cls_fn(pixels.to(device)), prep, n=300),
+        "cls_attention_n": 300,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- classifiers
+
+def _label_maps() -> tuple[dict[int, str], dict[str, int]]:
+    names = shapes.class_names()
+    return dict(enumerate(names)), {name: i for i, name in enumerate(names)}
+
+
+def build_vit():
+    """A small transformers ViTForImageClassification over the 36 classes."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    id2label, label2id = _label_maps()
+    config = ViTConfig(image_size=64, patch_size=8, num_channels=3, hidden_size=192, num_hidden_layers=4,
+                       num_attention_heads=4, intermediate_size=768, hidden_dropout_prob=0.0,
+                       attention_probs_dropout_prob=0.0, num_labels=len(id2label), id2label=id2label,
+                       label2id=label2id)
+    return ViTForImageClassification(config)
+
+
+def build_cnn():
+    """A small transformers ResNetForImageClassification (basic blocks) over the 36 classes."""
+    from transformers import ResNetConfig, ResNetForImageClassification
+
+    id2label, label2id = _label_maps()
+    config = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+                          layer_type="basic", hidden_act="relu", downsample_in_first_stage=False,
+                          num_labels=len(id2label), id2label=id2label, label2id=label2id)
+    return ResNetForImageClassification(config)
+
+
+def image_processor():
+    """The preprocessor saved with both classifiers: resize to 64x64 (no crop), scale, normalise."""
+    from transformers import ViTImageProcessor
+
+    return ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=3, do_rescale=True,
+                             rescale_factor=1 / 255, do_normalize=True, image_mean=list(shapes.PIXEL_MEAN),
+                             image_std=list(shapes.PIXEL_STD))
+
+
+def train_classifier(name: str, out_dir: Path, recipe: Recipe, seed: int, device: torch.device,
+                     bf16: bool) -> dict:
+    """Train and save mini-vit or mini-cnn with save_pretrained (fp16 safetensors) plus its image processor."""
+    model = (build_vit() if name == "mini-vit" else build_cnn()).to(device)
+    label2id = model.config.label2id
+
+    def step_fn(step: int) -> tuple[torch.Tensor, float]:
+        examples = training_batch(seed, step, recipe)
+        labels = torch.tensor([label2id[e.label] for e in examples], device=device)
+        with autocast(device, bf16):
+            logits = model(pixel_values=to_pixels([e.image for e in examples], device)).logits.float()
+        loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
+        return loss, float((logits.argmax(dim=1) == labels).float().mean())
+
+    log = train_loop(step_fn, model, recipe, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    params = count_params(model)
+    model.to("cpu")
+    half = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    model.save_pretrained(out_dir, state_dict=half)  # fp16 on disk, config still says float32: loads as fp32
+    image_processor().save_pretrained(out_dir)
+    return {"params": params, **log}
+
+
+def evaluate_classifier(name: str, out_dir: Path, device: torch.device) -> dict:
+    """Reload a classifier and its processor from disk through transformers (fp32) and measure it."""
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(out_dir, dtype=torch.float32).to(device).eval()
+    processor = AutoImageProcessor.from_pretrained(out_dir)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+
+    def prep(images) -> torch.Tensor:
+        return processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def forward_logits(pixels: torch.Tensor) -> torch.Tensor:
+        return model(pixel_values=pixels.to(device)).logits
+
+    metrics = {"top1": bundled_eval.classifier_accuracy(forward_logits, prep, names, n=720), "top1_n": 720}
+    if name == "mini-vit":
+        eager = AutoModelForImageClassification.from_pretrained(out_dir, dtype=torch.float32,
+                                                                attn_implementation="eager").to(device).eval()
+        grid = eager.config.image_size // eager.config.patch_size
+
+        def cls_attention(pixels: torch.Tensor) -> torch.Tensor:
+            attentions = eager(pixel_values=pixels.to(device), output_attentions=True).attentions[-1]
+            return attentions.mean(dim=1)[:, 0, 1:].reshape(-1, grid, grid)
+
+        metrics["cls_attention_in_mask_rate"] = bundled_eval.cls_attention_in_mask_rate(cls_attention, prep, n=300)
+        metrics["cls_attention_n"] = 300
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------------- model cards
+
+_ABOUT = {
+    "mini-clip": (
+        "An [open_clip](https://github.com/mlfoundations/open_clip) CLIP: ViT image tower (64 px input, 8 px "
+        "patches = 8x8 grid + CLS, 4 layers, width 192, 4 heads of width 48) and a text transformer (3 layers, "
+        "width 128, 4 heads, context 32, vocabulary 49,408, open_clip's own SimpleTokenizer), joint embedding "
+        "128-d, learned temperature. Load it offline with "
+        "`open_clip.create_model_and_transforms('local-dir:models/bundled/mini-clip')` and "
+        "`open_clip.get_tokenizer('local-dir:models/bundled/mini-clip')`.",
+        "Symmetric contrastive cross-entropy (image->text and text->image) with a learned logit scale (clamped "
+        "at 100); identical captions in a batch are treated as positives of each other's images. Each step "
+        "draws fresh images: one shape (80%) or two shapes (20%), each captioned by one of several templates "
+        "(\"a small red star on the left\", \"a blue circle on a striped background\", "
+        "\"a red star and a blue circle\", ...).",
+    ),
+    "mini-vit": (
+        "A transformers `ViTForImageClassification`: 64 px input, 8 px patches (8x8 grid + CLS), 4 layers, "
+        "hidden size 192, 4 heads, MLP 768, 36 classes with `id2label` = the \"{colour} {shape}\" names. "
+        "A `ViTImageProcessor` (resize to 64x64, no crop, dataset mean/std) is saved alongside. Load with "
+        "`AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32)` and "
+        "`AutoImageProcessor.from_pretrained(path)`.",
+        "Cross-entropy (label smoothing 0.1) on the \"{colour} {shape}\" label of fresh single-shape images.",
+    ),
+    "mini-cnn": (
+        "A transformers `ResNetForImageClassification` with basic blocks: stem of 32 channels, stages of "
+        "[32, 64, 128, 256] channels with one block each, 36 classes with `id2label` = the \"{colour} {shape}\" "
+        "names. A `ViTImageProcessor` (resize to 64x64, no crop, dataset mean/std) is saved alongside. Load with "
+        "`AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32)` and "
+        "`AutoImageProcessor.from_pretrained(path)`.",
+        "Cross-entropy (label smoothing 0.1) on the \"{colour} {shape}\" label of fresh single-shape images.",
+    ),
+}
+
+
+def _metric_lines(name: str, metrics: dict) -> list[str]:
+    if name == "mini-clip":
+        worst = ", ".join(f"{c} {a:.0%}" for c, a in metrics["zero_shot_worst_classes"])
+        worst = "every class 100%" if metrics["zero_shot_top1"] == 1.0 else f"weakest classes: {worst}"
+        return [
+            f"- Zero-shot top-1 over the 36 classes (prompt \"a {{colour}} {{shape}}\", \"an\" before a vowel; cosine "
+            f"similarity), "
+            f"{metrics['zero_shot_n']} held-out single-shape images: **{metrics['zero_shot_top1']:.1%}** "
+            f"({worst})",
+            f"- Text-to-image recall@5 (each held-out caption retrieving its own image among "
+            f"{metrics['recall_n']}): **{metrics['text_to_image_recall@5']:.1%}** "
+            f"(recall@1 {metrics['text_to_image_recall@1']:.1%})",
+            f"- Last-layer CLS attention (mean over heads) puts more mass inside the object mask than the mask's "
+            f"share of the image on **{metrics['cls_attention_in_mask_rate']:.1%}** of "
+            f"{metrics['cls_attention_n']} held-out images",
+        ]
+    lines = [f"- Top-1 accuracy over the 36 classes on {metrics['top1_n']} held-out single-shape images: "
+             f"**{metrics['top1']:.1%}**"]
+    if "cls_attention_in_mask_rate" in metrics:
+        lines.append(f"- Last-layer CLS attention (mean over heads) puts more mass inside the object mask than the "
+                     f"mask's share on **{metrics['cls_attention_in_mask_rate']:.1%}** of "
+                     f"{metrics['cls_attention_n']} held-out images")
+    return lines
+
+
+def write_model_card(name: str, out_dir: Path, info: dict) -> None:
+    """README.md of a bundled model: what it is, how it was trained, what it measures, what it is for."""
+    architecture, objective = _ABOUT[name]
+    recipe = info["recipe"]
+    size_mb = folder_size(out_dir) / 1e6
+    lines = [
+        f"# {name}",
+        "",
+        "A small stand-in for real checkpoints, trained by clipscope itself on its procedural coloured-shapes "
+        "dataset (`models/shapes.py`) so that the app, the notebooks and the tests have real weights offline. "
+        "It is not a general vision model: it only knows 6 shapes x 6 colours on synthetic backgrounds.",
+        "",
+        "## Architecture",
+        "",
+        architecture,
+        "",
+        f"Parameters: {info['params']:,}. Stored as fp16 safetensors ({size_mb:.1f} MB on disk); they load into "
+        f"fp32 and the metrics below were measured after that round trip.",
+        "",
+        "## Training",
+        "",
+        "- Data: `models.shapes` images, 64x64 RGB, 6 shapes (circle, square, triangle, star, cross, heart) x "
+        "6 colours (red, green, blue, yellow, purple, orange), 2 sizes, 5 positions, plain/noise/stripes/texture "
+        "backgrounds; fresh images every step from training seeds `shapes.training_seed(seed, step)` "
+        "(>= 10^9), disjoint from the evaluation seeds (< 10^9).",
+        f"- Objective: {objective}",
+        f"- Precision: {info['precision']} (fp32 master weights).",
+        f"- Optimiser: AdamW (betas 0.9/0.98, weight decay {recipe['weight_decay']} on matrices), peak lr "
+        f"{recipe['lr']}, {recipe['warmup']} warm-up steps then cosine decay, gradient clipping at 1.0; "
+        f"{recipe['steps']} steps at batch {recipe['batch_size']} ({recipe['steps'] * recipe['batch_size']:,} "
+        f"images).",
+        f"- Command: `{info['command']}` (seed {info['seed']}).",
+        f"- Wall time: {info['wall_time_s'] / 60:.1f} min of training on {info['machine']}"
+        f"{'; ' + info['note'] if info.get('note') else ''}.",
+        f"- Final training loss {info['history'][-1]['loss']:.3f}, training-batch accuracy "
+        f"{info['history'][-1]['train_acc']:.1%}" + (f", logit scale {info['logit_scale']:.1f}."
+                                                    if "logit_scale" in info else "."),
+        "",
+        "## Measured (models/bundled_eval.py, held-out seeds)",
+        "",
+        *_metric_lines(name, info["metrics"]),
+        "",
+        "## Use",
+        "",
+        "The default model of the clipscope app and notebooks and the real-weights fixture of its tests: small "
+        "enough to run instantly on a CPU, trained enough that what clipscope shows (attention, feature maps, "
+        "embeddings, predictions) means something. For real images, load a real checkpoint instead.",
+        "",
+    ]
+    (out_dir / "README.md").write_text("\n".join(lines))
+
+
+def rewrite_card(name: str, out_dir: Path, note: str | None) -> None:
+    """Regenerate README.md from the saved training_log.json (no training), optionally with a new note."""
+    info = json.loads((out_dir / "training_log.json").read_text())
+    if note is not None:
+        info["note"] = note
+        (out_dir / "training_log.json").write_text(json.dumps(info, indent=1) + "\n")
+    write_model_card(name, out_dir, info)
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+
+def train(name: str, out_dir: Path, steps: int | None, seed: int, device: torch.device, command: str,
+          precision: str = "auto", note: str | None = None) -> dict:
+    """Train, save, reload, measure and document one bundled model; returns its summary."""
+    recipe = RECIPES[name]
+    if steps is not None:
+        recipe = Recipe(**{**asdict(recipe), "steps": steps, "warmup": min(recipe.warmup, max(1, steps // 10))})
+    bf16 = use_bf16(precision, device)
+    print(f"[{name}] training {recipe} on {device} ({'bf16 autocast' if bf16 else 'fp32'}, "
+          f"{torch.get_num_threads()} threads) -> {out_dir}", flush=True)
+    if name == "mini-clip":
+        info = train_clip(out_dir, recipe, seed, device, bf16)
+        metrics_start = time.perf_counter()
+        metrics = evaluate_clip(out_dir, device)
+    else:
+        info = train_classifier(name, out_dir, recipe, seed, device, bf16)
+        metrics_start = time.perf_counter()
+        metrics = evaluate_classifier(name, out_dir, device)
+    info.update(recipe=asdict(recipe), precision="bf16 autocast" if bf16 else "fp32", seed=seed, command=command,
+                machine=machine(device), metrics=metrics, eval_time_s=round(time.perf_counter() - metrics_start, 1),
+                note=note)
+    write_model_card(name, out_dir, info)
+    (out_dir / "training_log.json").write_text(json.dumps(info, indent=1) + "\n")
+    for path in out_dir.iterdir():
+        path.chmod(0o644)  # safetensors writes 0600; the bundled files are meant to be readable by all
+    print(f"[{name}] done in {info['wall_time_s']:.0f}s; metrics {json.dumps(metrics)}; "
+          f"{folder_size(out_dir) / 1e6:.2f} MB", flush=True)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=[*NAMES, "all"])
+    parser.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the model's recipe)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (default models/bundled/NAME; with 'all', the parent folder)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                        help="training precision (auto: bf16 autocast where the hardware is fast at it)")
+    parser.add_argument("--note", default=None, help="a remark for the model card's wall-time line")
+    parser.add_argument("--card-only", action="store_true",
+                        help="only regenerate README.md from the saved training_log.json")
+    args = parser.parse_args(argv)
+
+    device = setup(args.seed, args.device, args.threads)
+    names = NAMES if args.name == "all" else (args.name,)
+    for name in names:
+        setup(args.seed, args.device, args.threads)  # each model starts from the same seeded state
+        if args.out is None:
+            out_dir = BUNDLED_DIR / name
+        else:
+            out_dir = args.out / name if args.name == "all" else args.out
+        if args.card_only:
+            rewrite_card(name, out_dir, args.note)
+            continue
+        command = " ".join(["python -m models.train_bundled", name] +
+                           (["--steps", str(args.steps)] if args.steps is not None else []) +
+                           ["--seed", str(args.seed)] +
+                           (["--precision", args.precision] if args.precision != "auto" else []))
+        train(name, out_dir, args.steps, args.seed, device, command, args.precision, args.note)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
