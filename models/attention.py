@@ -88,6 +88,22 @@ class AttentionSite:
             q, k = m.q_norm(q), m.k_norm(k)
         return q, k, v
 
+    def projection_modules(self) -> list[nn.Module]:
+        """Modules whose outputs already hold Q, K, V during the forward (none for fused in-projections)."""
+        if self.kind == "hf":
+            return [self.module.q_proj, self.module.k_proj, self.module.v_proj]
+        if self.kind == "timm":
+            return [self.module.qkv]
+        return []
+
+    def qkv_from_projections(self, outputs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V from the recorded outputs of :meth:`projection_modules` (no recomputation)."""
+        q, k, v = outputs if len(outputs) == 3 else outputs[0].chunk(3, dim=-1)
+        q, k, v = self._split(q), self._split(k), self._split(v)
+        if self.kind == "timm":
+            q, k = self.module.q_norm(q), self.module.k_norm(k)
+        return q, k, v
+
     def scores(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """Scaled, masked attention logits in float32: the softmax input."""
         q, k = q.float(), k.float()

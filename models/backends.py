@@ -232,13 +232,14 @@ def load_timm(model_id: ModelId, device, dtype):
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
-    name = model_id.name
+    name, _, weights = model_id.name.partition("/") if not model_id.name.startswith(
+        ("hf-hub:", "local-dir:")) else (model_id.name, "", "")
+    random_weights = weights.lower() in ("none", "random")
     if not name.startswith(("hf-hub:", "local-dir:")):
-        base = name.split(".")[0]
-        if not timm.is_model(base):
+        if not timm.is_model(name.split(".")[0]):
             raise _unknown("timm", name, timm.list_models())
     with download_guard(model_id.raw):
-        model = timm.create_model(name, pretrained=True)
+        model = timm.create_model(name, pretrained=not random_weights)
     model = model.to(device=device, dtype=dtype).eval()
     data = timm.data.resolve_model_data_config(model)
     size = square(data["input_size"][1:])

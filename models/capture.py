@@ -59,6 +59,7 @@ class ActivationCache:
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     attention_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     attention_output_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    attention_projections: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     _derived: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def keys(self) -> list[str]:
@@ -91,7 +92,7 @@ class ActivationCache:
             site = self.sites[site_name]
             wants_v = value == "v" or f"{site_name}.v" in self.names
             with torch.no_grad():
-                q, k, v = site.qkv(self.attention_inputs[site_name], with_v=wants_v)
+                q, k, v = self._qkv(site_name, with_v=wants_v)
                 derived = {"q": q, "k": k, "v": v}
                 if value in ("scores", "pattern"):
                     derived["scores"] = site.scores(q, k)
@@ -102,6 +103,14 @@ class ActivationCache:
             self._derived[key] = derived[value]
         return self._derived[key]
 
+    def _qkv(self, site_name: str, with_v: bool) -> tuple:
+        """Q, K, V of one site: the model's own projections where it has them as modules, else recomputed."""
+        site = self.sites[site_name]
+        recorded = self.attention_projections.get(site_name, {})
+        if recorded and len(recorded) == len(site.projection_modules()):
+            return site.qkv_from_projections([recorded[i] for i in range(len(recorded))])
+        return site.qkv(self.attention_inputs[site_name], with_v=with_v)
+
     def grad(self, name: str) -> torch.Tensor:
         """d(loss)/d(captured tensor), available after ``loss.backward()`` inside a ``grad=True`` capture."""
         if name in self.grads:
@@ -110,7 +119,7 @@ class ActivationCache:
         if value == "pattern" and site_name in self.attention_output_grads:
             site = self.sites[site_name]
             with torch.no_grad():
-                _, _, v = site.qkv(self.attention_inputs[site_name])
+                _, _, v = self._qkv(site_name, with_v=True)
                 grad_out = site.grad_output_batch_first(self.attention_output_grads[site_name])
                 self.grads[name] = site.pattern_grad(v, grad_out)
             return self.grads[name]
@@ -214,6 +223,10 @@ class Capture:
             self.cache.attention_inputs[site_name] = site.input_of(args, kwargs)
             self.cache._derived = {k: v for k, v in self.cache._derived.items() if not k.startswith(site_name + ".")}
         self._handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+        for index, projection in enumerate(site.projection_modules()):
+            def keep(module, args, output, index=index) -> None:
+                self.cache.attention_projections.setdefault(site_name, {})[index] = output.detach()
+            self._handles.append(projection.register_forward_hook(keep))
         if self.grad:
             def hook(module, args, output):
                 out = site.output_of(output)

@@ -309,3 +309,17 @@ def test_hf_pattern_gradient_matches_eager_attentions_grad(tiny_dirs, tiny_ids):
     out.logits[:, 2].sum().backward()
     for i, attention in enumerate(out.attentions):
         torch.testing.assert_close(cache.grad(f"blocks.{i}.attn.pattern"), attention.grad, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["hf_vit", "hf_clip", "timm_vit_reg"])
+def test_recorded_projections_equal_recomputation_from_the_input(name, tiny_ids):
+    """Where the model computes Q/K/V in modules, capture reuses them; they equal a recomputation."""
+    model = load_model(tiny_ids[name])
+    with model.capture(["blocks.1.attn.q", "blocks.1.attn.k", "blocks.1.attn.v"]) as cache:
+        _run(model, _pixels(model))
+    assert cache.attention_projections["blocks.1.attn"]
+    site = model.sites["blocks.1.attn"]
+    q, k, v = site.qkv(cache.attention_inputs["blocks.1.attn"])
+    torch.testing.assert_close(cache["blocks.1.attn.q"], q)
+    torch.testing.assert_close(cache["blocks.1.attn.k"], k)
+    torch.testing.assert_close(cache["blocks.1.attn.v"], v)
