@@ -1,0 +1,143 @@
+"""viz.attention against brute-force references written out loop by loop."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from viz.attention import (
+    attention_rollout,
+    fuse_heads,
+    gradient_relevancy,
+    mean_attention_distance,
+    patch_distances,
+    token_map,
+)
+
+
+def _random_patterns(layers=3, batch=2, heads=4, tokens=5, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, heads, tokens, tokens, generator=generator).softmax(-1) for _ in range(layers)]
+
+
+def _rollout_loops(patterns, fusion, discard_ratio=0.0, prefix=1):
+    batch, _, tokens, _ = patterns[0].shape
+    out = []
+    for b in range(batch):
+        joint = None
+        for pattern in patterns:
+            a = [[0.0] * tokens for _ in range(tokens)]
+            for i in range(tokens):
+                for j in range(tokens):
+                    values = [float(pattern[b, h, i, j]) for h in range(pattern.shape[1])]
+                    a[i][j] = {"mean": sum(values) / len(values), "max": max(values), "min": min(values)}[fusion]
+            free = sorted((a[i][j], i, j) for i in range(tokens) for j in range(tokens) if i >= prefix and j >= prefix)
+            for _, i, j in free[:int(discard_ratio * len(free))]:
+                a[i][j] = 0.0
+            for i in range(tokens):
+                a[i][i] += 1.0
+                total = sum(a[i])
+                a[i] = [v / total for v in a[i]]
+            if joint is None:
+                joint = a
+            else:
+                joint = [[sum(a[i][k] * joint[k][j] for k in range(tokens)) for j in range(tokens)]
+                         for i in range(tokens)]
+        out.append(joint)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max", "min"])
+@pytest.mark.parametrize("discard", [0.0, 0.5])
+def test_rollout_equals_loop_reference(fusion, discard):
+    patterns = _random_patterns()
+    got = attention_rollout(patterns, head_fusion=fusion, discard_ratio=discard)
+    torch.testing.assert_close(got, _rollout_loops(patterns, fusion, discard), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got.sum(-1), torch.ones(2, 5), atol=1e-5, rtol=0)
+
+
+def test_rollout_never_discards_cls_entries():
+    patterns = _random_patterns(layers=1)
+    fused = fuse_heads(patterns[0])
+    got = attention_rollout(patterns, discard_ratio=0.9)
+    kept_row = fused[:, 0] + torch.eye(5)[0]
+    torch.testing.assert_close(got[:, 0], kept_row / kept_row.sum(-1, keepdim=True))
+
+
+def test_unknown_fusion_is_refused():
+    with pytest.raises(ValueError, match="Unknown head fusion"):
+        fuse_heads(torch.rand(1, 2, 3, 3), "median")
+
+
+def test_relevancy_equals_loop_reference():
+    patterns = _random_patterns(layers=2, batch=1, heads=2, tokens=3)
+    generator = torch.Generator().manual_seed(5)
+    grads = [torch.randn(p.shape, generator=generator) for p in patterns]
+    tokens = 3
+    r = [[1.0 if i == j else 0.0 for j in range(tokens)] for i in range(tokens)]
+    for pattern, grad in zip(patterns, grads, strict=True):
+        cam = [[sum(max(float(grad[0, h, i, j] * pattern[0, h, i, j]), 0.0) for h in range(2)) / 2
+                for j in range(tokens)] for i in range(tokens)]
+        update = [[sum(cam[i][k] * r[k][j] for k in range(tokens)) for j in range(tokens)] for i in range(tokens)]
+        r = [[r[i][j] + update[i][j] for j in range(tokens)] for i in range(tokens)]
+    torch.testing.assert_close(gradient_relevancy(patterns, grads)[0], torch.tensor(r), atol=1e-6, rtol=1e-5)
+
+
+def test_mean_distance_zero_for_self_attention_and_known_for_uniform():
+    grid, patch, prefix = (3, 3), (16, 16), 1
+    tokens = 1 + 9
+    self_only = torch.eye(tokens).expand(1, 2, tokens, tokens)
+    assert torch.allclose(mean_attention_distance(self_only, grid, patch, prefix), torch.zeros(2))
+    uniform = torch.full((1, 1, tokens, tokens), 1.0 / tokens)
+    centres = [(r * 16, c * 16) for r in range(3) for c in range(3)]
+    expected = sum(math.dist(a, b) for a in centres for b in centres) / 81
+    torch.testing.assert_close(mean_attention_distance(uniform, grid, patch, prefix), torch.tensor([expected]))
+
+
+def test_patch_distances_and_token_map():
+    distances = patch_distances((2, 3), (8, 8))
+    assert distances.shape == (6, 6) and distances[0, 5] == pytest.approx(math.hypot(8, 16))
+    row = torch.arange(7.0)
+    assert token_map(row, (2, 3)).tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def _mass_inside_beats_share(maps, examples):
+    from models.bundled_eval import mask_on_grid
+
+    wins = 0
+    for heat, example in zip(maps, examples, strict=True):
+        cover = torch.from_numpy(mask_on_grid(example.mask, tuple(heat.shape)))
+        heat = heat.clamp_min(0)
+        wins += float((heat * cover).sum() / heat.sum()) > float(cover.mean())
+    return wins / len(examples)
+
+
+def test_on_mini_clip_rollout_and_prompt_relevancy_find_the_object():
+    from models import load_model, shapes
+    from viz.attention import capture_patterns, clip_text_target, relevancy_maps
+
+    model = load_model("bundled:mini-clip", device="cpu")
+    examples = shapes.make_dataset(24, seed=31337, two_objects_prob=0.0)
+    pixels = model.pixels([e.image for e in examples])
+    patterns, _ = capture_patterns(model, pixels)
+    rollout = attention_rollout(patterns)[:, 0, 1:].reshape(-1, *model.visual.grid())
+    relevancy = torch.cat([relevancy_maps(model, pixels[i:i + 1], clip_text_target(model, f"a {e.colour} {e.shape}"))
+                           for i, e in enumerate(examples)])
+    rollout_rate, relevancy_rate = _mass_inside_beats_share(rollout, examples), _mass_inside_beats_share(
+        relevancy, examples)
+    print(f"rollout {rollout_rate:.2f}, relevancy {relevancy_rate:.2f}")
+    assert relevancy_rate >= 0.9 and rollout_rate >= 0.9
+
+
+def test_relevancy_is_batched_and_equals_one_image_at_a_time():
+    from models import load_model, shapes
+    from viz.attention import clip_text_target, relevancy_maps
+
+    model = load_model("bundled:mini-clip", device="cpu")
+    pixels = model.pixels([e.image for e in shapes.make_dataset(4, seed=99)])
+    target = clip_text_target(model, "a red star")
+    batched = relevancy_maps(model, pixels, target)
+    single = torch.cat([relevancy_maps(model, pixels[i:i + 1], target) for i in range(4)])
+    assert batched.shape == (4, 8, 8)
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,134 @@
+"""Attention analysis on captured patterns: head fusion, rollout, gradient-weighted relevancy, mean distance.
+
+All functions take torch tensors as models/ captures them: patterns (batch, heads, tokens, tokens) with the prefix
+tokens (CLS, registers, distillation) first, then the patches row by row.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+FUSIONS = ("mean", "max", "min")
+
+
+def fuse_heads(pattern: torch.Tensor, how: str = "mean") -> torch.Tensor:
+    """(batch, heads, T, T) -> (batch, T, T) by mean, max or min over heads."""
+    if how == "mean":
+        return pattern.mean(dim=1)
+    if how == "max":
+        return pattern.amax(dim=1)
+    if how == "min":
+        return pattern.amin(dim=1)
+    raise ValueError(f"Unknown head fusion {how!r}; use one of {FUSIONS}.")
+
+
+def _discard_lowest(fused: torch.Tensor, ratio: float, prefix: int) -> torch.Tensor:
+    """Zero the lowest ``ratio`` of each sample's entries, never touching rows or columns of prefix tokens."""
+    if ratio <= 0:
+        return fused
+    if not 0 <= ratio < 1:
+        raise ValueError("discard_ratio must be in [0, 1).")
+    batch, tokens, _ = fused.shape
+    protected = torch.zeros(tokens, tokens, dtype=torch.bool, device=fused.device)
+    protected[:prefix, :] = True
+    protected[:, :prefix] = True
+    candidates = fused.masked_fill(protected, float("inf")).reshape(batch, -1)
+    count = int(ratio * int((~protected).sum()))
+    if count == 0:
+        return fused
+    lowest = candidates.topk(count, dim=-1, largest=False).indices
+    return fused.reshape(batch, -1).scatter(1, lowest, 0.0).reshape(batch, tokens, tokens)
+
+
+def attention_rollout(patterns: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
+                      prefix_tokens: int = 1) -> torch.Tensor:
+    """Abnar & Zuidema's rollout: how much each token's final state draws on each input token.
+
+    Per layer: fuse heads, discard the weakest entries (prefix-token rows and columns are never discarded), add
+    the identity for the residual path, renormalise rows; then multiply layer by layer. Returns (batch, T, T);
+    row 0 is the CLS token's map over all tokens.
+    """
+    if not patterns:
+        raise ValueError("attention_rollout needs at least one layer's pattern.")
+    result = None
+    for pattern in patterns:
+        fused = _discard_lowest(fuse_heads(pattern.float(), head_fusion), discard_ratio, prefix_tokens)
+        eye = torch.eye(fused.shape[-1], device=fused.device)
+        layer = fused + eye
+        layer = layer / layer.sum(dim=-1, keepdim=True)
+        result = layer if result is None else layer @ result
+    return result
+
+
+def gradient_relevancy(patterns: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Chefer et al. (2021) relevancy: R = I; per layer R += mean_heads(clamp(grad * A, min=0)) @ R.
+
+    ``patterns[i]`` and ``grads[i]`` belong to the same layer (forward order). Returns (batch, T, T).
+    """
+    if len(patterns) != len(grads) or not patterns:
+        raise ValueError("gradient_relevancy needs one gradient per pattern, in the same layer order.")
+    batch, _, tokens, _ = patterns[0].shape
+    relevancy = torch.eye(tokens, device=patterns[0].device).expand(batch, tokens, tokens).clone()
+    for pattern, grad in zip(patterns, grads, strict=True):
+        weighted = (grad.float() * pattern.float()).clamp(min=0).mean(dim=1)
+        relevancy = relevancy + weighted @ relevancy
+    return relevancy
+
+
+def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> torch.Tensor:
+    """(P, P) Euclidean distances in input pixels between the centres of the grid's patches (row-major)."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    centres = torch.stack([rows.flatten() * patch_size[0], cols.flatten() * patch_size[1]], dim=-1).float()
+    return torch.cdist(centres, centres)
+
+
+def mean_attention_distance(pattern: torch.Tensor, grid: tuple[int, int], patch_size: tuple[int, int],
+                            prefix_tokens: int = 1) -> torch.Tensor:
+    """Per head: the attention-weighted distance in pixels between a patch query and the patches it attends to,
+    averaged over patch queries and the batch (the ViT paper's Figure 7, right). Weights are renormalised over
+    patch keys, so attention to prefix tokens does not count as distance zero. Returns (heads,)."""
+    patches = pattern[:, :, prefix_tokens:, prefix_tokens:].float()
+    weights = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    distances = patch_distances(grid, patch_size).to(pattern.device)
+    return (weights * distances).sum(dim=-1).mean(dim=(0, 2))
+
+
+def token_map(row: torch.Tensor, grid: tuple[int, int], prefix_tokens: int = 1) -> torch.Tensor:
+    """One query's weights over all tokens (T,) -> its patch part as a (rows, cols) map."""
+    return row[prefix_tokens:].reshape(grid)
+
+
+def capture_patterns(model, pixels: torch.Tensor, grad_target=None) -> tuple[list, list]:
+    """Every layer's attention pattern of a ViT (or a CLIP's ViT tower) for ``pixels``, in layer order, and with
+    ``grad_target`` (model output -> per-image scores) also d(sum of scores)/d(pattern) per layer."""
+    vit = model.visual if model.family == "clip" else model
+    run = model.encode_image if model.family == "clip" else model.forward
+    names = [f"blocks.{i}.attn.pattern" for i in range(vit.num_layers)]
+    with model.capture(names, grad=grad_target is not None) as cache:
+        output = run(pixels)
+        if grad_target is not None:
+            grad_target(output).sum().backward()
+    patterns = [cache[name] for name in names]
+    grads = [cache.grad(name) for name in names] if grad_target is not None else []
+    return patterns, grads
+
+
+def clip_text_target(model, prompt: str):
+    """Per-image cosine similarity to ``prompt``'s text embedding: the score relevancy explains for CLIP."""
+    text = torch.nn.functional.normalize(model.encode_text([prompt]).float(), dim=-1)[0]
+    return lambda image_features: torch.nn.functional.normalize(image_features.float(), dim=-1) @ text
+
+
+def class_target(class_index: int):
+    """A classifier's logit for one class."""
+    return lambda logits: logits[:, class_index]
+
+
+def relevancy_maps(model, pixels: torch.Tensor, grad_target) -> torch.Tensor:
+    """Chefer relevancy of the CLS token over the patch grid, per image: (batch, rows, cols)."""
+    vit = model.visual if model.family == "clip" else model
+    patterns, grads = capture_patterns(model, pixels, grad_target)
+    relevancy = gradient_relevancy(patterns, grads)
+    prefix = vit.num_prefix_tokens
+    return relevancy[:, 0, prefix:].reshape(-1, *vit.grid(pixels))
