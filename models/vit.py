@@ -59,6 +59,7 @@ class ViTLayout:
     pos_embed_prefix_rows: int = 1         # how many prefix tokens the stored table covers
     causal: bool = False
     class_names: list[str] = field(default_factory=list)
+    project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # CLIP: final norm + projection
 
 
 class ViTAdapter(ModelAdapter):
@@ -124,6 +125,13 @@ class ViTAdapter(ModelAdapter):
         with self.run_context():
             return self._forward(pixels.to(self.device, self.dtype))
 
+    def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Push any tokens (batch, n, dim) through the model's own final norm and image projection (CLIP towers)."""
+        if self.layout.project_tokens is None:
+            raise ValueError(f"{self.model_id} has no image projection: per-patch zero-shot needs a CLIP model.")
+        with self.run_context():
+            return self.layout.project_tokens(tokens.to(self.device, self.dtype))
+
     def facts(self) -> dict:
         grid = self.grid()
         facts = super().facts()
@@ -167,6 +175,7 @@ def open_clip_vit_layout(visual: nn.Module) -> ViTLayout:
         pos_embed=lambda: visual.positional_embedding.detach(),
         output=visual,
         output_name="image_embed",
+        project_tokens=lambda tokens: visual.ln_post(tokens) @ visual.proj,
     )
 
 
@@ -210,6 +219,10 @@ def hf_vit_layout(model: nn.Module) -> ViTLayout:
             return embeddings.position_embedding.weight.detach()
     pos_rows = 1 + (1 if "dist" in prefix else 0)  # registers are added after the position embedding
 
+    project_tokens = None
+    if getattr(model, "visual_projection", None) is not None:
+        def project_tokens(tokens):
+            return model.visual_projection(base.post_layernorm(tokens))
     classifier = getattr(model, "classifier", None) or getattr(model, "cls_classifier", None)
     projection = getattr(model, "visual_projection", None)
     if classifier is not None:
@@ -231,6 +244,7 @@ def hf_vit_layout(model: nn.Module) -> ViTLayout:
         pos_embed_prefix_rows=pos_rows,
         output=output, output_name=output_name,
         class_names=class_names,
+        project_tokens=project_tokens,
     )
 
 

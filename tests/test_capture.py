@@ -323,3 +323,14 @@ def test_recorded_projections_equal_recomputation_from_the_input(name, tiny_ids)
     torch.testing.assert_close(cache["blocks.1.attn.q"], q)
     torch.testing.assert_close(cache["blocks.1.attn.k"], k)
     torch.testing.assert_close(cache["blocks.1.attn.v"], v)
+
+
+@pytest.mark.parametrize("name", ["open_clip_vit", "hf_clip"])
+def test_projecting_the_cls_token_reproduces_the_image_embedding(name, tiny_ids):
+    model = load_model(tiny_ids[name])
+    pixels = _pixels(model)
+    last = model.visual.num_layers - 1
+    with model.capture(f"blocks.{last}.resid_post") as cache:
+        embedding = model.encode_image(pixels)
+    projected = model.visual.project_tokens(cache[f"blocks.{last}.resid_post"][:, :1])[:, 0]
+    torch.testing.assert_close(projected, embedding, atol=1e-5, rtol=1e-5)

@@ -141,3 +141,25 @@ def test_relevancy_is_batched_and_equals_one_image_at_a_time():
     single = torch.cat([relevancy_maps(model, pixels[i:i + 1], target) for i in range(4)])
     assert batched.shape == (4, 8, 8)
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
+
+
+def test_pointing_game_on_200_held_out_images_with_their_own_captions():
+    """The argmax patch of each map overlaps the object (any of its pixels is an object pixel) on >= 80%."""
+    from models import load_model, shapes
+    from models.bundled_eval import mask_on_grid
+    from viz.attention import capture_patterns, clip_caption_targets, relevancy_maps
+
+    model = load_model("bundled:mini-clip", device="cpu")
+    examples = shapes.make_dataset(200, seed=555_000, two_objects_prob=0.0)
+    pixels = model.pixels([e.image for e in examples])
+    grid = model.visual.grid()
+    relevancy = relevancy_maps(model, pixels, clip_caption_targets(model, [e.caption for e in examples]))
+    patterns, _ = capture_patterns(model, pixels)
+    rollout = attention_rollout(patterns)[:, 0, 1:].reshape(-1, *grid)
+    rates = {}
+    for method, maps in (("relevancy", relevancy), ("rollout", rollout)):
+        hits = [mask_on_grid(e.mask, grid).reshape(-1)[int(m.reshape(-1).argmax())] > 0
+                for m, e in zip(maps, examples, strict=True)]
+        rates[method] = sum(hits) / len(hits)
+    print(f"pointing game on 200 held-out images: {rates}")
+    assert rates["relevancy"] >= 0.8 and rates["rollout"] >= 0.8

@@ -132,3 +132,9 @@ def relevancy_maps(model, pixels: torch.Tensor, grad_target) -> torch.Tensor:
     relevancy = gradient_relevancy(patterns, grads)
     prefix = vit.num_prefix_tokens
     return relevancy[:, 0, prefix:].reshape(-1, *vit.grid(pixels))
+
+
+def clip_caption_targets(model, captions: Sequence[str]):
+    """Per-image cosine similarity to that image's own caption (batched relevancy with one prompt per image)."""
+    text = torch.nn.functional.normalize(model.encode_text(list(captions)).float(), dim=-1)
+    return lambda image_features: (torch.nn.functional.normalize(image_features.float(), dim=-1) * text).sum(-1)
