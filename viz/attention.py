@@ -138,3 +138,11 @@ def clip_caption_targets(model, captions: Sequence[str]):
     """Per-image cosine similarity to that image's own caption (batched relevancy with one prompt per image)."""
     text = torch.nn.functional.normalize(model.encode_text(list(captions)).float(), dim=-1)
     return lambda image_features: (torch.nn.functional.normalize(image_features.float(), dim=-1) * text).sum(-1)
+
+
+def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
+    """(layers, heads) mean attention distance in input pixels over a batch of images (ViT paper, Fig. 7 right)."""
+    vit = model.visual if model.family == "clip" else model
+    patterns, _ = capture_patterns(model, pixels)
+    grid = vit.grid(pixels)
+    return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens) for p in patterns])
