@@ -12,6 +12,7 @@ import gradio as gr
 
 from models.backends import bundled_names
 from models.catalog import REAL_MODELS
+from ui.attention_tab import build_attention_tab
 from ui.model_tab import build_model_tab
 
 DEFAULT_MODEL = "bundled:mini-clip"
@@ -32,6 +33,8 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
         gr.Markdown("# clipscope\nSee inside vision models: everything shown is read from the real model by hooks.")
         with gr.Tab("Model"):
             build_model_tab(app, choices, default)
+        with gr.Tab("Attention"):
+            build_attention_tab(choices, default)
     return app
 
 

@@ -57,6 +57,16 @@ class Preprocess:
         image = TF.resize(image, self.resize_to, interpolation=mode, antialias=True)
         return TF.center_crop(image, list(self.size))
 
+    def source_to_input(self, x: float, y: float, width: int, height: int) -> tuple[float, float]:
+        """Where pixel (x, y) of a (width x height) source image lands in the model's input (may fall outside)."""
+        out_h, out_w = self.size
+        if self.resize_to is None:
+            return x * out_w / width, y * out_h / height
+        scale = self.resize_to / min(width, height)
+        resized_w, resized_h = width * scale, height * scale
+        left, top = (resized_w - out_w) / 2, (resized_h - out_h) / 2
+        return x * scale - left, y * scale - top
+
     def __call__(self, images: Image.Image | Sequence[Image.Image]) -> torch.Tensor:
         """A (batch, 3, H, W) float32 tensor."""
         batch = [images] if isinstance(images, Image.Image) else list(images)

@@ -92,3 +92,16 @@ def test_classifier_relevancy_for_a_class_on_mini_vit():
     from models.bundled_eval import mask_on_grid
     cover = torch.from_numpy(mask_on_grid(example.mask, session.grid))
     assert float((heat * cover).sum() / heat.sum()) > float(cover.mean())
+
+
+def test_clicks_on_the_source_image_map_through_resize_and_centre_crop():
+    from PIL import Image
+
+    model = load_model("bundled:mini-clip", device="cpu")
+    wide = Image.new("RGB", (128, 64))          # resized to 128x64 -> 64: crop keeps x in [32, 96)
+    session = AttentionSession(model, wide)
+    assert session.token_at_source_pixel(32, 0) == session.token_of_patch(0, 0)
+    assert session.token_at_source_pixel(95, 63) == session.token_of_patch(7, 7)
+    assert session.token_at_source_pixel(64 + 4, 32) == session.token_of_patch(4, 4)
+    with pytest.raises(ValueError, match="outside the centre crop"):
+        session.token_at_source_pixel(10, 10)

@@ -236,7 +236,8 @@ def test_patch_pca_residual_and_correlation_figures():
 
 
 # -- real weights ---------------------------------------------------------------------------------------------------
-def test_mini_clip_learned_positions_are_local():
+@pytest.fixture(scope="module")
+def mini_clip_position_similarity():
     from models import load_model, shapes
 
     model = load_model("bundled:mini-clip", device="cpu")
@@ -244,10 +245,28 @@ def test_mini_clip_learned_positions_are_local():
     pixels = model.pixels([e.image for e in shapes.make_dataset(1, 0)])
     with model.capture(["pos_embed"]) as cache:
         model.encode_image(pixels)
-    gh, gw = vit.grid()
-    sim = position_similarity(cache["pos_embed"], (gh, gw), vit.layout.pos_embed_prefix_rows)
+    return position_similarity(cache["pos_embed"], vit.grid(), vit.layout.pos_embed_prefix_rows)
+
+
+def test_mini_clip_position_similarity_peaks_on_the_diagonal(mini_clip_position_similarity):
+    sim = mini_clip_position_similarity
+    gh, gw = sim.shape[:2]
     flat = sim.reshape(gh * gw, gh * gw)
+    torch.testing.assert_close(flat.diagonal(), torch.ones(gh * gw))
+    torch.testing.assert_close(flat, flat.T)
     assert torch.equal(flat.argmax(dim=1), torch.arange(gh * gw))
+    off_diagonal = flat[~torch.eye(gh * gw, dtype=torch.bool)]
+    print(f"mini-clip {gh}x{gw}: diagonal 1.000, max off-diagonal {off_diagonal.max():.3f}, "
+          f"mean off-diagonal {off_diagonal.mean():.3f}")
+    assert off_diagonal.max() < 0.99
+
+
+@pytest.mark.xfail(strict=True, reason="the bundled mini-clip's learned position table is not local: neighbours "
+                   "are on average less similar than the far corner (its plain-background shapes barely need "
+                   "position); strict, so a retrained model that learns locality turns this into a failure to update")
+def test_mini_clip_neighbours_more_similar_than_far_corner(mini_clip_position_similarity):
+    sim = mini_clip_position_similarity
+    gh, gw = sim.shape[:2]
     neighbours, corners = [], []
     for r in range(gh):
         for c in range(gw):
@@ -255,7 +274,6 @@ def test_mini_clip_learned_positions_are_local():
                 if 0 <= r + dr < gh and 0 <= c + dc < gw:
                     neighbours.append(sim[r, c, r + dr, c + dc].item())
             corners.append(sim[r, c, gh - 1 if r < gh / 2 else 0, gw - 1 if c < gw / 2 else 0].item())
-    off_diagonal = flat[~torch.eye(gh * gw, dtype=torch.bool)]
-    print(f"mini-clip {gh}x{gw}: diagonal 1.0, max off-diagonal {off_diagonal.max():.3f}, "
-          f"neighbours mean {np.mean(neighbours):.3f}, far corner mean {np.mean(corners):.3f}")
+    print(f"mini-clip {gh}x{gw}: 4-neighbours mean {np.mean(neighbours):.3f}, "
+          f"farthest corner mean {np.mean(corners):.3f}")
     assert np.mean(neighbours) > np.mean(corners)

@@ -41,6 +41,7 @@ class AttentionSession:
         self.model = model
         self.vit = model.visual if model.family == "clip" else model
         self.pixels = image if torch.is_tensor(image) else model.pixels([image])
+        self.source_size = None if torch.is_tensor(image) else image.size  # (width, height) before preprocessing
         self.grid = self.vit.grid(self.pixels)
         self.prefix = self.vit.num_prefix_tokens
         layers = range(self.vit.num_layers)
@@ -70,6 +71,16 @@ class AttentionSession:
         col = min(int(x / width * self.grid[1]), self.grid[1] - 1)
         row = min(int(y / height * self.grid[0]), self.grid[0] - 1)
         return self.token_of_patch(max(row, 0), max(col, 0))
+
+    def token_at_source_pixel(self, x: float, y: float) -> int:
+        """Token of the patch under pixel (x, y) of the original image, through resize and centre crop."""
+        if self.source_size is None:
+            raise ValueError("This session was built from a tensor: there is no source image to click on.")
+        in_x, in_y = self.vit.preprocess.source_to_input(x, y, *self.source_size)
+        height, width = self.pixels.shape[-2:]
+        if not (0 <= in_x < width and 0 <= in_y < height):
+            raise ValueError("That point is outside the centre crop the model sees; click inside the crop.")
+        return self.token_at_pixel(in_x, in_y, width, height)
 
     # -- views ----------------------------------------------------------------------------------------------------
     def head_pattern(self, layer: int, head: int | str) -> torch.Tensor:

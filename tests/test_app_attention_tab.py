@@ -1,0 +1,38 @@
+"""The Attention tab through the app's real HTTP API."""
+from __future__ import annotations
+
+import pytest
+from app_server import running_app
+from gradio_client import Client, handle_file
+
+from models import shapes
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with running_app() as url:  # the bundled defaults
+        yield url
+
+
+def test_attention_analyse_returns_every_view(app_url, tmp_path):
+    path = tmp_path / "shape.png"
+    shapes.make_dataset(1, seed=3)[0].image.resize((128, 128)).save(path)
+    client = Client(app_url, verbose=False)
+    result = client.predict("bundled:mini-clip", handle_file(str(path)), 2, "mean", 1.0,
+                            api_name="/attention_analyse")
+    layer, head, grid_plot, overlay, heads, steps, info = result
+    assert "CLS" in info
+    assert all(plot is not None for plot in (grid_plot, overlay, heads, steps))
+
+
+def test_attention_refuses_a_cnn_with_a_message_and_keeps_serving(app_url, tmp_path):
+    path = tmp_path / "shape.png"
+    shapes.make_dataset(1, seed=3)[0].image.save(path)
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="not a vision transformer"):
+        client.predict("bundled:mini-cnn", handle_file(str(path)), 0, "mean", 1.0, api_name="/attention_analyse")
+    with pytest.raises(Exception, match="Upload an image"):
+        client.predict("bundled:mini-vit", None, 0, "mean", 1.0, api_name="/attention_analyse")
+    result = client.predict("bundled:mini-vit", handle_file(str(path)), 0, "head 1", 1.0,
+                            api_name="/attention_analyse")
+    assert "CLS" in result[-1]

@@ -1,0 +1,124 @@
+"""Attention tab: one hooked forward per image, then every view is read from the stored session."""
+from __future__ import annotations
+
+import gradio as gr
+
+from models import load_model
+from ui.errors import user_errors
+from ui.examples import example_paths
+from viz.attention_figures import head_grid_figure, overlay_figure, patch_grid_figure, steps_figure
+from viz.attention_session import AttentionSession
+
+HEAD_CHOICES = ["mean", "max", "min"]
+
+
+def _token_label(session: AttentionSession, token: int) -> str:
+    if token < session.prefix:
+        return session.vit.prefix_tokens[token].upper()
+    row, col = divmod(token - session.prefix, session.grid[1])
+    return f"patch ({row}, {col})"
+
+
+def _head(head: str, heads: int) -> int | str:
+    """"mean" / "max" / "min", or the index from "head N" (checked against the model's head count)."""
+    if head in HEAD_CHOICES:
+        return head
+    try:
+        index = int(str(head).split()[-1])
+    except (ValueError, IndexError):
+        raise ValueError(f"Head {head!r}: use 'head N' or one of {HEAD_CHOICES}.") from None
+    if not 0 <= index < heads:
+        raise ValueError(f"Head {index} does not exist: this model has heads 0 to {heads - 1}.")
+    return index
+
+
+def _views(state: dict, layer: int, head: str, temperature: float):
+    session, query = state["session"], state["query"]
+    image = session.vit.preprocess.unnormalize(session.pixels[0])
+    layer = min(int(layer), session.vit.num_layers - 1)
+    cell = None if query < session.prefix else divmod(query - session.prefix, session.grid[1])
+    label = _token_label(session, query)
+    chosen = _head(head, session.vit.num_heads)
+    overlay = overlay_figure(image, session.query_map(layer, chosen, query),
+                             f"layer {layer}, head {head}: where {label} looks", query_cell=cell)
+    heads = head_grid_figure(session.all_heads(layer, query), f"layer {layer}: every head, query {label}")
+    step_head = 0 if isinstance(chosen, str) else chosen
+    labels = [_token_label(session, t) for t in range(session.num_tokens)]
+    steps = steps_figure(session.steps(layer, step_head, query, float(temperature)), labels)
+    return overlay, heads, steps, f"Query: **{label}** (token {query}). Click the image to pick a patch."
+
+
+@user_errors
+def analyse(model_id: str, image, layer: float, head: str, temperature: float):
+    """Run the one hooked forward for this image and draw every view."""
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
+    model = load_model(model_id.strip())
+    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
+        raise gr.Error(f"{model_id} is not a vision transformer; open it in the CNN tab.", print_exception=False)
+    session = AttentionSession(model, image)
+    state = {"session": session, "query": 0}
+    heads = [f"head {i}" for i in range(session.vit.num_heads)] + HEAD_CHOICES
+    head = head if head in heads else "mean"
+    grid_fig = patch_grid_figure(session.vit.preprocess.unnormalize(session.pixels[0]), session.grid,
+                                 session.vit.patch_size, session.vit.prefix_tokens)
+    return (state, gr.update(maximum=session.vit.num_layers - 1, value=min(int(layer), session.vit.num_layers - 1)),
+            gr.update(choices=heads, value=head), grid_fig, *_views(state, layer, head, temperature))
+
+
+@user_errors
+def update_views(state: dict | None, layer: float, head: str, temperature: float):
+    """Layer, head or temperature changed: redraw from the stored session (no forward)."""
+    if not state:
+        raise gr.Error("Press Analyse first.", print_exception=False)
+    return _views(state, layer, head, temperature)
+
+
+@user_errors
+def pick_query(state: dict | None, layer: float, head: str, temperature: float, event: gr.SelectData):
+    """A click on the image picks the patch under the pointer as the query."""
+    if not state:
+        raise gr.Error("Press Analyse first.", print_exception=False)
+    x, y = event.index
+    state["query"] = state["session"].token_at_source_pixel(x, y)
+    return (state, *_views(state, layer, head, temperature))
+
+
+@user_errors
+def reset_query(state: dict | None, layer: float, head: str, temperature: float):
+    if not state:
+        raise gr.Error("Press Analyse first.", print_exception=False)
+    state["query"] = 0
+    return (state, *_views(state, layer, head, temperature))
+
+
+def build_attention_tab(model_choices: list[str], default_model: str) -> None:
+    gr.Markdown("Attention of one query token (CLS, or any patch: click the image), per head or fused, with the "
+                "computation of one row step by step. Brighter = more attention. Everything comes from one hooked "
+                "forward; changing layer, head or query does not run the model again.")
+    state = gr.State(None)
+    with gr.Row():
+        with gr.Column(scale=1):
+            model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
+            image = gr.Image(type="pil", label="Image (click to pick the query patch)", height=300)
+            gr.Examples(example_paths(), inputs=image)
+            analyse_button = gr.Button("Analyse", variant="primary")
+            layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
+            head = gr.Dropdown(HEAD_CHOICES, value="mean", label="Head (or fusion)", allow_custom_value=True)
+            temperature = gr.Slider(0.01, 10.0, value=1.0, step=0.01, label="Softmax temperature (step-by-step)")
+            reset = gr.Button("Query: CLS")
+            query_info = gr.Markdown()
+        with gr.Column(scale=2):
+            overlay = gr.Plot(label="Attention of the query")
+            heads = gr.Plot(label="All heads")
+    with gr.Row():
+        grid_plot = gr.Plot(label="Patch grid")
+        steps = gr.Plot(label="Step by step: scores, softmax")
+    views = [overlay, heads, steps, query_info]
+    controls = [layer, head, temperature]
+    analyse_button.click(analyse, [model_id, image, *controls], [state, layer, head, grid_plot, *views],
+                         api_name="attention_analyse", concurrency_limit=2)
+    for control in controls:
+        control.change(update_views, [state, *controls], views, api_name=False)
+    image.select(pick_query, [state, *controls], [state, *views], api_name=False)
+    reset.click(reset_query, [state, *controls], [state, *views], api_name=False)

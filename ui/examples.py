@@ -1,0 +1,27 @@
+"""Example images offered in the app: real photographs shipped with scikit-image and procedural shapes."""
+from __future__ import annotations
+
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+
+@lru_cache(maxsize=1)
+def example_paths() -> list[str]:
+    """PNG files written once per process: 3 shapes scenes and 3 photographs."""
+    from skimage import data
+
+    from models import shapes
+
+    folder = Path(tempfile.mkdtemp(prefix="clipscope-examples-"))
+    images = {f"shapes-{i}": e.image.resize((224, 224), Image.NEAREST)
+              for i, e in enumerate(shapes.make_dataset(3, seed=2024))}
+    images.update({name: Image.fromarray(getattr(data, name)()) for name in ("chelsea", "astronaut", "coffee")})
+    paths = []
+    for name, image in images.items():
+        path = folder / f"{name}.png"
+        image.save(path)
+        paths.append(str(path))
+    return paths
