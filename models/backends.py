@@ -107,8 +107,12 @@ def load_open_clip(model_id: ModelId, device, dtype):
                                     module=visual, preprocess=preprocess, **common)
     else:
         raise UnknownArchitectureError(f"open_clip image tower {type(visual).__name__} is not supported yet.")
+    text_layout = open_clip_text_layout(model)
+    decoder = getattr(tokenizer, "decoder", None)
+    if decoder is not None:  # open_clip's SimpleTokenizer: byte-level BPE pieces, "</w>" ends a word
+        text_layout.token_text = lambda i: decoder.get(i, f"<{i}>").replace("</w>", " ").strip() or " "
     return CLIPAdapter(
-        visual=visual_adapter, text=open_clip_text_layout(model),
+        visual=visual_adapter, text=text_layout,
         encode_text_tokens=model.encode_text, tokenize=tokenizer,
         logit_scale=lambda: model.logit_scale,
         logit_bias=lambda: getattr(model, "logit_bias", None),
@@ -197,8 +201,13 @@ def load_hf(model_id: ModelId, device, dtype, attn_implementation: str | None = 
         def tokenize(texts):
             return tokenizer(list(texts), padding="max_length", truncation=True, max_length=context,
                              return_tensors="pt")["input_ids"]
+        text_layout = hf_text_layout(model)
+        eos = model.config.text_config.eos_token_id
+        if eos != 2:  # transformers' own rule: the first end-of-text token (older configs: the highest id)
+            text_layout.pooled_index = lambda ids: (ids == eos).int().argmax(dim=-1)
+        text_layout.token_text = lambda i: tokenizer.convert_ids_to_tokens(i).replace("</w>", "")
         return CLIPAdapter(
-            visual=visual, text=hf_text_layout(model),
+            visual=visual, text=text_layout,
             encode_text_tokens=lambda ids: model.text_projection(model.text_model(input_ids=ids).pooler_output),
             tokenize=tokenize, logit_scale=lambda: model.logit_scale,
             module=model, preprocess=preprocess, **common)

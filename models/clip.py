@@ -35,6 +35,8 @@ class TextLayout:
     output: nn.Module | None   # projection module, or None when the projection is a bare parameter
     context_length: int
     vocab_size: int
+    pooled_index: Callable[[torch.Tensor], torch.Tensor] = lambda ids: ids.argmax(dim=-1)  # the EOT token
+    token_text: Callable[[int], str] = str
 
 
 class CLIPAdapter(ModelAdapter):
@@ -85,6 +87,12 @@ class CLIPAdapter(ModelAdapter):
         if not texts:
             raise ValueError("tokenize got no texts.")
         return self._tokenize(texts).to(self.device)
+
+    def token_strings(self, ids: torch.Tensor) -> list[str]:
+        """The tokens of one tokenised text, as text, up to and including the pooled (end-of-text) token."""
+        ids = ids.reshape(-1)
+        end = int(self.text.pooled_index(ids[None])[0])
+        return [self.text.token_text(int(i)) for i in ids[:end + 1]]
 
     def encode_text(self, texts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
         """Text embeddings (batch, dim), not normalised. Takes strings or token ids."""

@@ -36,3 +36,23 @@ def test_attention_refuses_a_cnn_with_a_message_and_keeps_serving(app_url, tmp_p
     result = client.predict("bundled:mini-vit", handle_file(str(path)), 0, "head 1", 1.0,
                             api_name="/attention_analyse")
     assert "CLS" in result[-1]
+
+
+def test_views_after_analyse_use_the_same_session(app_url, tmp_path):
+    path = tmp_path / "shape.png"
+    shapes.make_dataset(1, seed=3)[0].image.save(path)
+    client = Client(app_url, verbose=False)
+    with pytest.raises(Exception, match="Analyse first"):
+        client.predict("max", 0.5, api_name="/attention_rollout")
+    client.predict("bundled:mini-clip", handle_file(str(path)), 1, "mean", 1.0, api_name="/attention_analyse")
+    assert client.predict("max", 0.5, api_name="/attention_rollout") is not None
+    relevancy, tokens = client.predict("a red star", api_name="/attention_relevancy")
+    assert relevancy is not None and tokens is not None
+    assert client.predict("a red star, a blue circle", api_name="/attention_zero_shot") is not None
+    with pytest.raises(Exception, match="at least one prompt"):
+        client.predict(" , ", api_name="/attention_zero_shot")
+    overlay, heads, steps, info = client.predict(3, "head 2", 0.5, api_name="/attention_view")
+    assert "CLS" in info
+    with pytest.raises(Exception, match="heads 0 to 3"):
+        client.predict(3, "head 9", 1.0, api_name="/attention_view")
+    assert client.predict("bundled:mini-vit", api_name="/mean_attention_distance") is not None

@@ -163,3 +163,33 @@ def test_pointing_game_on_200_held_out_images_with_their_own_captions():
         rates[method] = sum(hits) / len(hits)
     print(f"pointing game on 200 held-out images: {rates}")
     assert rates["relevancy"] >= 0.8 and rates["rollout"] >= 0.8
+
+
+@pytest.mark.parametrize("name", ["open_clip_vit", "hf_clip"])
+def test_text_token_relevance_names_the_prompt_tokens(name, tiny_ids):
+    from models import load_model
+    from viz.attention import text_token_relevance
+
+    model = load_model(tiny_ids[name])
+    pixels = torch.randn(1, 3, 32, 32)
+    tokens, scores = text_token_relevance(model, pixels, "a red star")
+    assert len(tokens) == len(scores) >= 4
+    assert "".join(t.strip() for t in tokens[1:-1]).replace(" ", "") == "aredstar"
+    assert torch.all(scores >= 0) and scores[-1] >= 1.0  # the pooled token keeps its identity share
+
+
+def test_text_token_relevance_on_mini_clip_favours_content_words():
+    from models import load_model, shapes
+    from viz.attention import text_token_relevance
+
+    model = load_model("bundled:mini-clip", device="cpu")
+    examples = shapes.make_dataset(20, seed=77, two_objects_prob=0.0)
+    content, article = 0.0, 0.0
+    for example in examples:
+        tokens, scores = text_token_relevance(model, model.pixels([example.image]), f"a {example.colour} "
+                                                                                     f"{example.shape}")
+        words = [t.strip() for t in tokens]
+        content += float(scores[words.index(example.colour)] + scores[words.index(example.shape)]) / 2
+        article += float(scores[words.index("a")])
+    print(f"mean relevance: content words {content / 20:.4f}, article 'a' {article / 20:.4f}")
+    assert content > article

@@ -3,10 +3,19 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import load_model
+from models import load_model, shapes
 from ui.errors import user_errors
 from ui.examples import example_paths
-from viz.attention_figures import head_grid_figure, overlay_figure, patch_grid_figure, steps_figure
+from viz.attention import mean_distance_by_layer, text_token_relevance
+from viz.attention_figures import (
+    head_grid_figure,
+    mean_distance_figure,
+    overlay_figure,
+    patch_grid_figure,
+    patch_zero_shot_figure,
+    steps_figure,
+    token_relevance_figure,
+)
 from viz.attention_session import AttentionSession
 
 HEAD_CHOICES = ["mean", "max", "min"]
@@ -92,6 +101,63 @@ def reset_query(state: dict | None, layer: float, head: str, temperature: float)
     return (state, *_views(state, layer, head, temperature))
 
 
+def _session(state: dict | None) -> AttentionSession:
+    if not state:
+        raise gr.Error("Press Analyse first.", print_exception=False)
+    return state["session"]
+
+
+def _seen(session: AttentionSession):
+    return session.vit.preprocess.unnormalize(session.pixels[0])
+
+
+@user_errors
+def rollout_view(state: dict | None, fusion: str, discard: float):
+    """Attention rollout of the CLS token (no forward: the stored patterns)."""
+    session = _session(state)
+    heat = session.rollout_map(fusion, float(discard))
+    return overlay_figure(_seen(session), heat, f"Rollout ({fusion} over heads, discard {float(discard):.0%})")
+
+
+@user_errors
+def relevancy_view(state: dict | None, target: str):
+    """Chefer relevancy for a prompt (CLIP) or a class name / index (classifiers), plus text-token relevance."""
+    session = _session(state)
+    target = (target or "").strip()
+    if not target:
+        raise gr.Error("Type a prompt (CLIP) or a class name (classifier).", print_exception=False)
+    model = session.model
+    if model.family == "clip":
+        heat = session.relevancy(target)
+        tokens, scores = text_token_relevance(model, session.pixels, target)
+        return (overlay_figure(_seen(session), heat, f"Relevancy for “{target}”"),
+                token_relevance_figure(tokens, scores))
+    names = session.vit.class_names
+    index = names.index(target) if target in names else (int(target) if target.isdigit() else None)
+    if index is None or not 0 <= index < max(len(names), 1):
+        raise gr.Error(f"Unknown class {target!r}; e.g. {', '.join(names[:5])}", print_exception=False)
+    heat = session.relevancy(index)
+    return overlay_figure(_seen(session), heat, f"Relevancy for class {names[index]}"), None
+
+
+@user_errors
+def zero_shot_view(state: dict | None, prompts_text: str):
+    """Which prompt each final patch token matches (CLIP only)."""
+    session = _session(state)
+    prompts = [p.strip() for p in (prompts_text or "").replace(",", "\n").splitlines() if p.strip()]
+    return patch_zero_shot_figure(_seen(session), session.patch_zero_shot(prompts), prompts)
+
+
+@user_errors
+def mean_distance_view(model_id: str):
+    """Mean attention distance per head and layer over 16 procedural images."""
+    model = load_model(model_id.strip())
+    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
+        raise gr.Error(f"{model_id} is not a vision transformer.", print_exception=False)
+    images = [e.image for e in shapes.make_dataset(16, seed=7)]
+    return mean_distance_figure(mean_distance_by_layer(model, model.pixels(images)))
+
+
 def build_attention_tab(model_choices: list[str], default_model: str) -> None:
     gr.Markdown("Attention of one query token (CLS, or any patch: click the image), per head or fused, with the "
                 "computation of one row step by step. Brighter = more attention. Everything comes from one hooked "
@@ -114,11 +180,40 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
     with gr.Row():
         grid_plot = gr.Plot(label="Patch grid")
         steps = gr.Plot(label="Step by step: scores, softmax")
+    gr.Markdown("**Rollout** multiplies (attention + identity) through the layers: what the CLS token draws on. "
+                "**Relevancy** (Chefer et al.) weights attention by its gradient for a prompt or class. "
+                "The **per-patch zero-shot** map pushes each final patch token through the model's own final norm "
+                "and projection and names the prompt it matches best.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            fusion = gr.Dropdown(HEAD_CHOICES, value="mean", label="Rollout head fusion")
+            discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Rollout discard ratio (CLS never)")
+            rollout_button = gr.Button("Rollout")
+            target = gr.Textbox(label="Relevancy target: prompt (CLIP) or class name", value="a red triangle")
+            relevancy_button = gr.Button("Relevancy")
+            prompts = gr.Textbox(label="Prompts for the per-patch map (one per line or comma-separated)",
+                                 value="a red triangle, an orange circle, a background", lines=3)
+            zero_shot_button = gr.Button("Per-patch zero-shot")
+            distance_button = gr.Button("Mean attention distance (16 images)")
+        with gr.Column(scale=2):
+            rollout_plot = gr.Plot(label="Rollout")
+            relevancy_plot = gr.Plot(label="Relevancy")
+            token_plot = gr.Plot(label="Prompt token relevance")
+            zero_shot_plot = gr.Plot(label="Per-patch zero-shot")
+            distance_plot = gr.Plot(label="Mean attention distance")
     views = [overlay, heads, steps, query_info]
     controls = [layer, head, temperature]
     analyse_button.click(analyse, [model_id, image, *controls], [state, layer, head, grid_plot, *views],
                          api_name="attention_analyse", concurrency_limit=2)
     for control in controls:
-        control.change(update_views, [state, *controls], views, api_name=False)
+        control.change(update_views, [state, *controls], views, api_name="attention_view")
     image.select(pick_query, [state, *controls], [state, *views], api_name=False)
     reset.click(reset_query, [state, *controls], [state, *views], api_name=False)
+    rollout_button.click(rollout_view, [state, fusion, discard], rollout_plot, api_name="attention_rollout")
+    for control in (fusion, discard):
+        control.change(rollout_view, [state, fusion, discard], rollout_plot, api_name=False)
+    relevancy_button.click(relevancy_view, [state, target], [relevancy_plot, token_plot], api_name="attention_relevancy",
+                           concurrency_limit=2)
+    zero_shot_button.click(zero_shot_view, [state, prompts], zero_shot_plot, api_name="attention_zero_shot")
+    distance_button.click(mean_distance_view, model_id, distance_plot, api_name="mean_attention_distance",
+                          concurrency_limit=2)

@@ -146,3 +146,19 @@ def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
     patterns, _ = capture_patterns(model, pixels)
     grid = vit.grid(pixels)
     return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens) for p in patterns])
+
+
+def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list[str], torch.Tensor]:
+    """Chefer relevancy of each token of ``prompt`` for its similarity with the image (first image of
+    ``pixels``): the pooled (end-of-text) token's row of the text tower's relevancy. Returns (tokens, scores)."""
+    tokens = model.tokenize([prompt])
+    layers = len(model.text.blocks)
+    names = [f"text.blocks.{i}.attn.pattern" for i in range(layers)]
+    with model.capture(names, grad=True) as cache:
+        image = torch.nn.functional.normalize(model.encode_image(pixels[:1]).float(), dim=-1)
+        text = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
+        (image * text).sum().backward()
+    relevancy = gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])[0]
+    strings = model.token_strings(tokens[0])
+    pooled = len(strings) - 1
+    return strings, relevancy[pooled, :len(strings)].detach().cpu()

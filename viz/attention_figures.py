@@ -10,24 +10,13 @@ import torch
 from plotly.subplots import make_subplots
 
 from viz.attention_session import AttentionSteps
+from viz.patch_figures import mosaic
 
 HEAT = "Inferno"
 
 
 def _np(values) -> np.ndarray:
     return values.detach().float().cpu().numpy() if torch.is_tensor(values) else np.asarray(values, dtype=float)
-
-
-def mosaic(maps: np.ndarray, columns: int | None = None, gap: int = 1) -> np.ndarray:
-    """(n, h, w) small maps -> one (rows*(h+gap)-gap, cols*(w+gap)-gap) array with NaN gaps between them."""
-    n, h, w = maps.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    out = np.full((rows * (h + gap) - gap, columns * (w + gap) - gap), np.nan)
-    for i in range(n):
-        r, c = divmod(i, columns)
-        out[r * (h + gap):r * (h + gap) + h, c * (w + gap):c * (w + gap) + w] = maps[i]
-    return out
 
 
 def overlay_figure(image: np.ndarray, heat, title: str, query_cell: tuple[int, int] | None = None,
@@ -140,4 +129,13 @@ def patch_zero_shot_figure(image: np.ndarray, similarities, prompts: Sequence[st
     fig.update_layout(title="Best-matching prompt per patch", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     fig.update_xaxes(visible=False, range=[0, width])
     fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
+    return fig
+
+
+def token_relevance_figure(tokens: Sequence[str], scores) -> go.Figure:
+    """Relevance of each prompt token (start and end tokens included) as bars."""
+    labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
+    fig = go.Figure(go.Bar(x=labels, y=_np(scores), marker_color="#00cc96"))
+    fig.update_layout(title="Relevance of each prompt token for the image-text similarity", height=320,
+                      yaxis_title="relevance", margin={"l": 40, "r": 10, "t": 40, "b": 40})
     return fig

@@ -47,8 +47,10 @@ class AttentionSession:
         layers = range(self.vit.num_layers)
         names = [f"blocks.{i}.attn.{v}" for i in layers for v in ("q", "k", "v", "pattern")]
         run = model.encode_image if model.family == "clip" else model.forward
-        with model.capture(names + [f"blocks.{self.vit.num_layers - 1}.resid_post"]) as cache:
+        stream = [f"blocks.{i}.{q}" for i in layers for q in ("resid_post", "attn_out", "mlp_out")]
+        with model.capture(names + stream) as cache:
             self.output = run(self.pixels)
+        self.stream = {name: cache[name][:1].cpu() for name in stream}   # residual stream, for the Patches views
         self.patterns = [cache[f"blocks.{i}.attn.pattern"][0].cpu() for i in layers]   # (heads, T, T)
         self.qkv = [tuple(cache[f"blocks.{i}.attn.{v}"][0].float().cpu() for v in "qkv") for i in layers]
         self.scales = [self.vit.sites[f"blocks.{i}.attn"].scale for i in layers]
