@@ -212,8 +212,8 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
     rollout_button.click(rollout_view, [state, fusion, discard], rollout_plot, api_name="attention_rollout")
     for control in (fusion, discard):
         control.change(rollout_view, [state, fusion, discard], rollout_plot, api_name=False)
-    relevancy_button.click(relevancy_view, [state, target], [relevancy_plot, token_plot], api_name="attention_relevancy",
-                           concurrency_limit=2)
+    relevancy_button.click(relevancy_view, [state, target], [relevancy_plot, token_plot],
+                           api_name="attention_relevancy", concurrency_limit=2)
     zero_shot_button.click(zero_shot_view, [state, prompts], zero_shot_plot, api_name="attention_zero_shot")
     distance_button.click(mean_distance_view, model_id, distance_plot, api_name="mean_attention_distance",
                           concurrency_limit=2)
