@@ -14,6 +14,7 @@ from models.backends import bundled_names
 from models.catalog import REAL_MODELS
 from ui.attention_tab import build_attention_tab
 from ui.model_tab import build_model_tab
+from ui.patches_tab import build_patches_tab
 
 DEFAULT_MODEL = "bundled:mini-clip"
 
@@ -35,6 +36,8 @@ def build_app(models: list[str] | None = None) -> gr.Blocks:
             build_model_tab(app, choices, default)
         with gr.Tab("Attention"):
             build_attention_tab(choices, default)
+        with gr.Tab("Patches"):
+            build_patches_tab(choices, default)
     return app
 
 

@@ -48,8 +48,10 @@ class AttentionSession:
         names = [f"blocks.{i}.attn.{v}" for i in layers for v in ("q", "k", "v", "pattern")]
         run = model.encode_image if model.family == "clip" else model.forward
         stream = [f"blocks.{i}.{q}" for i in layers for q in ("resid_post", "attn_out", "mlp_out")]
-        with model.capture(names + stream) as cache:
+        static = ["pos_embed"] if "pos_embed" in self.vit.points else []
+        with model.capture(names + stream + static) as cache:
             self.output = run(self.pixels)
+        self.pos_table = cache["pos_embed"].cpu() if static else None  # as stored, prefix rows first
         self.stream = {name: cache[name][:1].cpu() for name in stream}   # residual stream, for the Patches views
         self.patterns = [cache[f"blocks.{i}.attn.pattern"][0].cpu() for i in layers]   # (heads, T, T)
         self.qkv = [tuple(cache[f"blocks.{i}.attn.{v}"][0].float().cpu() for v in "qkv") for i in layers]
