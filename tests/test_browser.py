@@ -33,3 +33,19 @@ def test_model_tab_loads_and_shows_structure(page, tmp_path):
     assert "4x4" in text and "blocks.1.attn.pattern" in page.locator("textarea").first.input_value()
     assert "Traceback" not in text
     page.screenshot(path=str(tmp_path / "model_tab.png"), full_page=True)
+
+
+def test_attention_tab_click_picks_a_patch(page, tmp_path):
+    page.get_by_role("tab", name="Attention").click()
+    tab = page.get_by_role("tabpanel")
+    tab.locator("img").nth(1).click()  # an example thumbnail fills the (empty) image input
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Analyse").first.click()
+    page.wait_for_function("document.body.innerText.includes('Query: CLS')", timeout=60_000)
+    picture = tab.locator("img").first  # the image input, now holding the example
+    box = picture.bounding_box()
+    assert box["width"] > 100
+    picture.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.1})
+    page.wait_for_function("document.body.innerText.includes('Query: patch (')", timeout=60_000)
+    assert "Traceback" not in page.inner_text("body")
+    page.screenshot(path=str(tmp_path / "attention_tab.png"), full_page=True)
