@@ -58,7 +58,8 @@ def test_steps_figure_shows_scaled_scores_and_weights(session):
     steps = session.steps(1, 0, 0, temperature=2.0)
     labels = ["CLS"] + [str(i) for i in range(1, session.num_tokens)]
     fig = steps_figure(steps, labels)
-    assert len(fig.data) == 2 and len(fig.data[1].y) == session.num_tokens
+    assert len(fig.data) == 3 and len(fig.data[1].y) == session.num_tokens
+    np.testing.assert_allclose(fig.data[2].y, steps.output.numpy(), rtol=1e-6)
     np.testing.assert_allclose(fig.data[1].y, steps.weights.numpy(), rtol=1e-6)
     np.testing.assert_allclose(fig.data[0].y, steps.raw_scores.numpy() * steps.scale / 2.0, rtol=1e-5)
     assert "T = 2" in fig.layout.annotations[0].text

@@ -105,3 +105,19 @@ def test_clicks_on_the_source_image_map_through_resize_and_centre_crop():
     assert session.token_at_source_pixel(64 + 4, 32) == session.token_of_patch(4, 4)
     with pytest.raises(ValueError, match="outside the centre crop"):
         session.token_at_source_pixel(10, 10)
+
+
+def test_non_square_input_gives_a_non_square_grid_everywhere(tmp_path):
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    import tiny_models
+
+    model = load_model(str(tiny_models.timm_model(tmp_path / "dyn", "vit_dynamic")))
+    pixels = torch.randn(1, 3, 32, 48)
+    session = AttentionSession(model, pixels)
+    assert session.grid == (4, 6) and session.num_tokens == 1 + 24
+    assert session.query_map(1, "mean", session.token_of_patch(3, 5)).shape == (4, 6)
+    assert session.rollout_map().shape == (4, 6) and session.relevancy(0).shape == (4, 6)
+    from viz.patches import patch_pca_rgb
+    tokens = session.stream["blocks.1.resid_post"][0, 1:]
+    assert patch_pca_rgb(tokens, session.grid).shape == (4, 6, 3)

@@ -140,6 +140,9 @@ def timm_model(path: Path, kind: str = "vit") -> Path:
     elif kind == "vit_reg":
         name, args = "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2, "num_heads": 4,
                                               "embed_dim": 64, "reg_tokens": 4, "no_embed_class": True}
+    elif kind == "vit_dynamic":  # accepts any input size: the position table is interpolated per input
+        name, args = "vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2, "num_heads": 4,
+                                              "embed_dim": 64, "dynamic_img_size": True}
     elif kind == "deit_distilled":
         name, args = "deit_tiny_distilled_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2,
                                                          "num_heads": 4, "embed_dim": 64}

@@ -62,14 +62,17 @@ def head_grid_figure(maps, title: str) -> go.Figure:
 def steps_figure(steps: AttentionSteps, token_labels: Sequence[str]) -> go.Figure:
     """Scores q.k * scale / T and the softmax weights for one query, token by token."""
     scaled = _np(steps.raw_scores) * steps.scale / steps.temperature
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.12,
                         subplot_titles=(f"scores q·k × {steps.scale:.4f} / T (T = {steps.temperature:g})",
                                         f"softmax weights (entropy {steps.entropy:.3f} nats, "
-                                        f"uniform {math.log(len(scaled)):.3f})"))
+                                        f"uniform {math.log(len(scaled)):.3f})",
+                                        "output = weights · V (one value per head dimension)"))
     fig.add_trace(go.Bar(x=list(token_labels), y=scaled, name="scaled score", marker_color="#636efa"), 1, 1)
     fig.add_trace(go.Bar(x=list(token_labels), y=_np(steps.weights), name="weight", marker_color="#ef553b"), 2, 1)
+    fig.add_trace(go.Bar(y=_np(steps.output), name="output", marker_color="#00cc96"), 3, 1)
     fig.update_yaxes(range=[0, 1], row=2, col=1)
-    fig.update_layout(showlegend=False, height=460, margin={"l": 40, "r": 10, "t": 50, "b": 40})
+    fig.update_xaxes(title_text="head dimension", row=3, col=1)
+    fig.update_layout(showlegend=False, height=620, margin={"l": 40, "r": 10, "t": 50, "b": 40})
     return fig
 
 
