@@ -30,7 +30,8 @@ def measure(model_id: str, repeats: int) -> dict:
         session.rollout_map("max", 0.5)
         switch.append(time.perf_counter() - start)
     first_s, switch_s = statistics.median(first), statistics.median(switch)
-    return {"model": model_id, "first_request_s": first_s, "switch_s": switch_s, "switch_over_first": switch_s / first_s}
+    return {"model": model_id, "first_request_s": first_s, "switch_s": switch_s,
+            "switch_over_first": switch_s / first_s}
 
 
 def main(argv: list[str] | None = None) -> None:
