@@ -121,3 +121,33 @@ def test_non_square_input_gives_a_non_square_grid_everywhere(tmp_path):
     from viz.patches import patch_pca_rgb
     tokens = session.stream["blocks.1.resid_post"][0, 1:]
     assert patch_pca_rgb(tokens, session.grid).shape == (4, 6, 3)
+
+
+@pytest.mark.parametrize("name", ["open_clip_vit", "hf_clip", "hf_vit", "hf_deit", "hf_dinov2_reg", "timm_vit",
+                                  "timm_vit_reg", "timm_deit_distilled", "torchvision_vit"])
+def test_every_vit_backend_serves_every_view(name, tiny_ids):
+    from PIL import Image
+
+    from viz.patches import position_similarity
+
+    model = load_model(tiny_ids[name])
+    session = AttentionSession(model, Image.new("RGB", (40, 32), (200, 30, 30)))
+    grid = session.grid
+    assert grid == (4, 4) and session.num_tokens == 16 + session.vit.num_prefix_tokens
+    query = session.token_of_patch(2, 3)
+    assert session.query_map(1, "max", query).shape == grid
+    assert session.all_heads(0, query).shape == (session.vit.num_heads, *grid)
+    torch.testing.assert_close(session.steps(1, 0, query).weights, session.patterns[1][0, query], atol=1e-5, rtol=0)
+    assert session.rollout_map("mean", 0.3).shape == grid
+    if model.family == "clip":
+        assert session.relevancy("a red star").shape == grid
+        assert session.patch_zero_shot(["a red star", "a dog"]).shape == (*grid, 2)
+    elif session.vit.class_names:
+        assert session.relevancy(0).shape == grid
+    if session.pos_table is not None:
+        rows = session.pos_table.shape[0] - session.vit.layout.pos_embed_prefix_rows
+        assert rows == 16
+        sim = position_similarity(session.pos_table, grid, session.vit.layout.pos_embed_prefix_rows)
+        assert sim.shape == (*grid, *grid)
+        if session.pos_table.abs().sum() > 0:  # transformers' DeiT initialises its table to zeros
+            torch.testing.assert_close(torch.diagonal(sim.reshape(16, 16)), torch.ones(16), atol=1e-5, rtol=0)
