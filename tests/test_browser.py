@@ -39,13 +39,15 @@ def test_attention_tab_click_picks_a_patch(page, tmp_path):
     page.get_by_role("tab", name="Attention").click()
     tab = page.get_by_role("tabpanel")
     tab.locator("img").nth(1).click()  # an example thumbnail fills the (empty) image input
-    page.wait_for_timeout(1000)
+    page.wait_for_function(  # the input now shows the example, larger than any thumbnail
+        "() => { const imgs = document.querySelectorAll('[role=tabpanel] img');"
+        " return imgs.length > 0 && imgs[0].getBoundingClientRect().width > 100; }", timeout=120_000)
     page.get_by_role("button", name="Analyse").first.click()
-    page.wait_for_function("document.body.innerText.includes('Query: CLS')", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('Query: CLS')", timeout=120_000)
     picture = tab.locator("img").first  # the image input, now holding the example
     box = picture.bounding_box()
     assert box["width"] > 100
     picture.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.1})
-    page.wait_for_function("document.body.innerText.includes('Query: patch (')", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('Query: patch (')", timeout=120_000)
     assert "Traceback" not in page.inner_text("body")
     page.screenshot(path=str(tmp_path / "attention_tab.png"), full_page=True)

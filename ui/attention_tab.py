@@ -6,6 +6,7 @@ import gradio as gr
 from models import load_model, shapes
 from ui.errors import user_errors
 from ui.examples import example_paths
+from ui.sessions import STORE
 from viz.attention import mean_distance_by_layer, text_token_relevance
 from viz.attention_figures import (
     head_grid_figure,
@@ -19,6 +20,8 @@ from viz.attention_figures import (
 from viz.attention_session import AttentionSession
 
 HEAD_CHOICES = ["mean", "max", "min"]
+KEY = "attention"
+NOT_YET = "Press Analyse first (then click the image to pick a patch)."
 
 
 def _token_label(session: AttentionSession, token: int) -> str:
@@ -58,7 +61,7 @@ def _views(state: dict, layer: int, head: str, temperature: float):
 
 
 @user_errors
-def analyse(model_id: str, image, layer: float, head: str, temperature: float):
+def analyse(model_id: str, image, layer: float, head: str, temperature: float, request: gr.Request):
     """Run the one hooked forward for this image and draw every view."""
     if image is None:
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
@@ -67,44 +70,39 @@ def analyse(model_id: str, image, layer: float, head: str, temperature: float):
         raise gr.Error(f"{model_id} is not a vision transformer; open it in the CNN tab.", print_exception=False)
     session = AttentionSession(model, image)
     state = {"session": session, "query": 0}
+    STORE.put(request, KEY, state)
     heads = [f"head {i}" for i in range(session.vit.num_heads)] + HEAD_CHOICES
     head = head if head in heads else "mean"
     grid_fig = patch_grid_figure(session.vit.preprocess.unnormalize(session.pixels[0]), session.grid,
                                  session.vit.patch_size, session.vit.prefix_tokens)
-    return (state, gr.update(maximum=session.vit.num_layers - 1, value=min(int(layer), session.vit.num_layers - 1)),
+    return (gr.update(maximum=session.vit.num_layers - 1, value=min(int(layer), session.vit.num_layers - 1)),
             gr.update(choices=heads, value=head), grid_fig, *_views(state, layer, head, temperature))
 
 
 @user_errors
-def update_views(state: dict | None, layer: float, head: str, temperature: float):
+def update_views(layer: float, head: str, temperature: float, request: gr.Request):
     """Layer, head or temperature changed: redraw from the stored session (no forward)."""
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
+    return _views(STORE.get(request, KEY, NOT_YET), layer, head, temperature)
+
+
+@user_errors
+def pick_query(layer: float, head: str, temperature: float, event: gr.SelectData, request: gr.Request):
+    """A click on the image picks the patch under the pointer as the query."""
+    state = STORE.get(request, KEY, NOT_YET)
+    x, y = event.index
+    state["query"] = state["session"].token_at_source_pixel(x, y)
     return _views(state, layer, head, temperature)
 
 
 @user_errors
-def pick_query(state: dict | None, layer: float, head: str, temperature: float, event: gr.SelectData):
-    """A click on the image picks the patch under the pointer as the query."""
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
-    x, y = event.index
-    state["query"] = state["session"].token_at_source_pixel(x, y)
-    return (state, *_views(state, layer, head, temperature))
-
-
-@user_errors
-def reset_query(state: dict | None, layer: float, head: str, temperature: float):
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
+def reset_query(layer: float, head: str, temperature: float, request: gr.Request):
+    state = STORE.get(request, KEY, NOT_YET)
     state["query"] = 0
-    return (state, *_views(state, layer, head, temperature))
+    return _views(state, layer, head, temperature)
 
 
-def _session(state: dict | None) -> AttentionSession:
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
-    return state["session"]
+def _session(request: gr.Request) -> AttentionSession:
+    return STORE.get(request, KEY, NOT_YET)["session"]
 
 
 def _seen(session: AttentionSession):
@@ -112,17 +110,17 @@ def _seen(session: AttentionSession):
 
 
 @user_errors
-def rollout_view(state: dict | None, fusion: str, discard: float):
+def rollout_view(fusion: str, discard: float, request: gr.Request):
     """Attention rollout of the CLS token (no forward: the stored patterns)."""
-    session = _session(state)
+    session = _session(request)
     heat = session.rollout_map(fusion, float(discard))
     return overlay_figure(_seen(session), heat, f"Rollout ({fusion} over heads, discard {float(discard):.0%})")
 
 
 @user_errors
-def relevancy_view(state: dict | None, target: str):
+def relevancy_view(target: str, request: gr.Request):
     """Chefer relevancy for a prompt (CLIP) or a class name / index (classifiers), plus text-token relevance."""
-    session = _session(state)
+    session = _session(request)
     target = (target or "").strip()
     if not target:
         raise gr.Error("Type a prompt (CLIP) or a class name (classifier).", print_exception=False)
@@ -141,9 +139,9 @@ def relevancy_view(state: dict | None, target: str):
 
 
 @user_errors
-def zero_shot_view(state: dict | None, prompts_text: str):
+def zero_shot_view(prompts_text: str, request: gr.Request):
     """Which prompt each final patch token matches (CLIP only)."""
-    session = _session(state)
+    session = _session(request)
     prompts = [p.strip() for p in (prompts_text or "").replace(",", "\n").splitlines() if p.strip()]
     return patch_zero_shot_figure(_seen(session), session.patch_zero_shot(prompts), prompts)
 
@@ -162,7 +160,6 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
     gr.Markdown("Attention of one query token (CLS, or any patch: click the image), per head or fused, with the "
                 "computation of one row step by step. Brighter = more attention. Everything comes from one hooked "
                 "forward; changing layer, head or query does not run the model again.")
-    state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1):
             model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
@@ -203,17 +200,17 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
             distance_plot = gr.Plot(label="Mean attention distance")
     views = [overlay, heads, steps, query_info]
     controls = [layer, head, temperature]
-    analyse_button.click(analyse, [model_id, image, *controls], [state, layer, head, grid_plot, *views],
+    analyse_button.click(analyse, [model_id, image, *controls], [layer, head, grid_plot, *views],
                          api_name="attention_analyse", concurrency_limit=2)
     for control in controls:
-        control.change(update_views, [state, *controls], views, api_name="attention_view")
-    image.select(pick_query, [state, *controls], [state, *views], api_name=False)
-    reset.click(reset_query, [state, *controls], [state, *views], api_name=False)
-    rollout_button.click(rollout_view, [state, fusion, discard], rollout_plot, api_name="attention_rollout")
+        control.change(update_views, controls, views, api_name="attention_view")
+    image.select(pick_query, controls, views, api_name=False)
+    reset.click(reset_query, controls, views, api_name=False)
+    rollout_button.click(rollout_view, [fusion, discard], rollout_plot, api_name="attention_rollout")
     for control in (fusion, discard):
-        control.change(rollout_view, [state, fusion, discard], rollout_plot, api_name=False)
-    relevancy_button.click(relevancy_view, [state, target], [relevancy_plot, token_plot],
+        control.change(rollout_view, [fusion, discard], rollout_plot, api_name=False)
+    relevancy_button.click(relevancy_view, target, [relevancy_plot, token_plot],
                            api_name="attention_relevancy", concurrency_limit=2)
-    zero_shot_button.click(zero_shot_view, [state, prompts], zero_shot_plot, api_name="attention_zero_shot")
+    zero_shot_button.click(zero_shot_view, prompts, zero_shot_plot, api_name="attention_zero_shot")
     distance_button.click(mean_distance_view, model_id, distance_plot, api_name="mean_attention_distance",
                           concurrency_limit=2)

@@ -9,6 +9,7 @@ import gradio as gr
 from models import load_model
 from ui.errors import user_errors
 from ui.examples import example_paths
+from ui.sessions import STORE
 from viz.attention_figures import patch_grid_figure
 from viz.attention_session import AttentionSession
 from viz.patch_figures import (
@@ -29,6 +30,9 @@ from viz.patches import (
 )
 from viz.residual import attention_map_correlation, residual_norms
 
+KEY = "patches"
+NOT_YET = "Press Analyse first (then click the image to pick a patch)."
+
 
 def _token_views(session: AttentionSession, layer: int, query: int):
     layer = min(int(layer), session.vit.num_layers - 1)
@@ -40,7 +44,7 @@ def _token_views(session: AttentionSession, layer: int, query: int):
 
 
 @user_errors
-def analyse_patches(model_id: str, image, layer: float):
+def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
     """One hooked forward, then every Patches view."""
     if image is None:
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
@@ -63,22 +67,21 @@ def analyse_patches(model_id: str, image, layer: float):
     figures += [residual_figure(residual_norms(session.stream, vit.num_layers)),
                 attention_correlation_figure(attention_map_correlation([p[None] for p in session.patterns]))]
     state = {"session": session, "query": session.prefix}
-    return (state, gr.update(maximum=vit.num_layers - 1), *figures, *_token_views(session, layer, state["query"]))
+    STORE.put(request, KEY, state)
+    return (gr.update(maximum=vit.num_layers - 1), *figures, *_token_views(session, layer, state["query"]))
 
 
 @user_errors
-def pick_patch(state: dict | None, layer: float, event: gr.SelectData):
+def pick_patch(layer: float, event: gr.SelectData, request: gr.Request):
     """Click on the image: that patch becomes the query of the token-similarity map."""
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
+    state = STORE.get(request, KEY, NOT_YET)
     state["query"] = state["session"].token_at_source_pixel(*event.index)
-    return (state, *_token_views(state["session"], layer, state["query"]))
+    return _token_views(state["session"], layer, state["query"])
 
 
 @user_errors
-def change_layer(state: dict | None, layer: float):
-    if not state:
-        raise gr.Error("Press Analyse first.", print_exception=False)
+def change_layer(layer: float, request: gr.Request):
+    state = STORE.get(request, KEY, NOT_YET)
     return _token_views(state["session"], layer, state["query"])
 
 
@@ -87,7 +90,6 @@ def build_patches_tab(model_choices: list[str], default_model: str) -> None:
                 "with kernel = stride = patch size (its filters' principal components below), each position has a "
                 "learned (or fixed) embedding (cosine similarity of each position with all others), and tokens at "
                 "a layer can be compared (click a patch) or mapped to colours by PCA (\"islands\").")
-    state = gr.State(None)
     with gr.Row():
         with gr.Column(scale=1):
             model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
@@ -106,7 +108,7 @@ def build_patches_tab(model_choices: list[str], default_model: str) -> None:
         residual = gr.Plot(label="Residual stream norms")
         correlation = gr.Plot(label="Attention-map correlation across layers")
     analyse.click(analyse_patches, [model_id, image, layer],
-                  [state, layer, grid_plot, filters, positions, residual, correlation, similarity, islands],
+                  [layer, grid_plot, filters, positions, residual, correlation, similarity, islands],
                   api_name="patches_analyse", concurrency_limit=2)
-    image.select(pick_patch, [state, layer], [state, similarity, islands], api_name=False)
-    layer.change(change_layer, [state, layer], [similarity, islands], api_name="patches_layer")
+    image.select(pick_patch, layer, [similarity, islands], api_name=False)
+    layer.change(change_layer, layer, [similarity, islands], api_name="patches_layer")
