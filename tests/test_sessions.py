@@ -18,7 +18,8 @@ def test_sessions_are_isolated_and_bounded():
     assert store.get(bob, "attention", "missing")["who"] == "bob"
     with pytest.raises(gr.Error, match="Press Analyse"):
         store.get(bob, "patches", "Press Analyse first.")
-    store.put(carol, "attention", {"who": "carol"})  # evicts the least recently used: bob (alice was read last)
+    store.put(carol, "attention", {"who": "carol"})  # evicts the least recently used: alice (bob was read last)
     with pytest.raises(gr.Error):
-        store.get(bob, "attention", "gone")
-    assert store.get(alice, "attention", "missing")["who"] == "alice"
+        store.get(alice, "attention", "gone")
+    assert store.get(bob, "attention", "missing")["who"] == "bob"
+    assert store.get(carol, "attention", "missing")["who"] == "carol"
