@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import load_model, shapes
+from models import shapes
 from ui.errors import user_errors
-from ui.examples import example_paths
+from ui.inputs import load_vit, model_and_image
 from ui.sessions import STORE
 from viz.attention import mean_distance_by_layer, text_token_relevance
 from viz.attention_figures import (
@@ -63,11 +63,7 @@ def _views(state: dict, layer: int, head: str, temperature: float):
 @user_errors
 def analyse(model_id: str, image, layer: float, head: str, temperature: float, request: gr.Request):
     """Run the one hooked forward for this image and draw every view."""
-    if image is None:
-        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
-    model = load_model(model_id.strip())
-    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
-        raise gr.Error(f"{model_id} is not a vision transformer; open it in the CNN tab.", print_exception=False)
+    model = load_vit(model_id, image)
     session = AttentionSession(model, image)
     state = {"session": session, "query": 0}
     STORE.put(request, KEY, state)
@@ -149,9 +145,7 @@ def zero_shot_view(prompts_text: str, request: gr.Request):
 @user_errors
 def mean_distance_view(model_id: str):
     """Mean attention distance per head and layer over 16 procedural images."""
-    model = load_model(model_id.strip())
-    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
-        raise gr.Error(f"{model_id} is not a vision transformer.", print_exception=False)
+    model = load_vit(model_id)
     images = [e.image for e in shapes.make_dataset(16, seed=7)]
     return mean_distance_figure(mean_distance_by_layer(model, model.pixels(images)))
 
@@ -162,10 +156,8 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
                 "forward; changing layer, head or query does not run the model again.")
     with gr.Row():
         with gr.Column(scale=1):
-            model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
-            image = gr.Image(type="pil", label="Image (click to pick the query patch)", height=300)
-            gr.Examples(example_paths(), inputs=image)
-            analyse_button = gr.Button("Analyse", variant="primary")
+            model_id, image, analyse_button = model_and_image(model_choices, default_model,
+                                                              "Image (click to pick the query patch)")
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
             head = gr.Dropdown(HEAD_CHOICES, value="mean", label="Head (or fusion)", allow_custom_value=True)
             temperature = gr.Slider(0.01, 10.0, value=1.0, step=0.01, label="Softmax temperature (step-by-step)")

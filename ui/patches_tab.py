@@ -6,9 +6,8 @@ import math
 
 import gradio as gr
 
-from models import load_model
 from ui.errors import user_errors
-from ui.examples import example_paths
+from ui.inputs import load_vit, model_and_image
 from ui.sessions import STORE
 from viz.attention_figures import patch_grid_figure
 from viz.attention_session import AttentionSession
@@ -46,11 +45,7 @@ def _token_views(session: AttentionSession, layer: int, query: int):
 @user_errors
 def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
     """One hooked forward, then every Patches view."""
-    if image is None:
-        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
-    model = load_model(model_id.strip())
-    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
-        raise gr.Error(f"{model_id} is not a vision transformer; open it in the CNN tab.", print_exception=False)
+    model = load_vit(model_id, image)
     session = AttentionSession(model, image)
     vit = session.vit
     seen = vit.preprocess.unnormalize(session.pixels[0])
@@ -92,10 +87,7 @@ def build_patches_tab(model_choices: list[str], default_model: str) -> None:
                 "a layer can be compared (click a patch) or mapped to colours by PCA (\"islands\").")
     with gr.Row():
         with gr.Column(scale=1):
-            model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
-            image = gr.Image(type="pil", label="Image (click a patch)", height=280)
-            gr.Examples(example_paths(), inputs=image)
-            analyse = gr.Button("Analyse", variant="primary")
+            model_id, image, analyse = model_and_image(model_choices, default_model, "Image (click a patch)")
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer for token similarity and islands")
         with gr.Column(scale=2):
             grid_plot = gr.Plot(label="Patch grid")
