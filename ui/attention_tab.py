@@ -7,7 +7,7 @@ from models import shapes
 from ui.errors import user_errors
 from ui.inputs import load_vit, model_and_image
 from ui.sessions import STORE
-from viz.attention import mean_distance_by_layer, text_token_relevance
+from viz.attention import mean_distance_by_layer
 from viz.attention_figures import (
     head_grid_figure,
     mean_distance_figure,
@@ -123,7 +123,7 @@ def relevancy_view(target: str, request: gr.Request):
     model = session.model
     if model.family == "clip":
         heat = session.relevancy(target)
-        tokens, scores = text_token_relevance(model, session.pixels, target)
+        tokens, scores = session.token_relevance(target)
         return (overlay_figure(_seen(session), heat, f"Relevancy for “{target}”"),
                 token_relevance_figure(tokens, scores))
     names = session.vit.class_names

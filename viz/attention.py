@@ -148,17 +148,32 @@ def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
     return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens) for p in patterns])
 
 
-def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list[str], torch.Tensor]:
-    """Chefer relevancy of each token of ``prompt`` for its similarity with the image (first image of
-    ``pixels``): the pooled (end-of-text) token's row of the text tower's relevancy. Returns (tokens, scores)."""
+def clip_prompt_relevancy(model, pixels: torch.Tensor, prompt: str) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """Chefer relevancy for the image-text similarity with ``prompt``, both towers from one forward and one backward.
+
+    Returns the image maps (batch, rows, cols) of the CLS token over the patches, the prompt's tokens, and each
+    token's relevance: the pooled (end-of-text) token's row of the text tower's relevancy (summed over the batch).
+    """
+    vit = model.visual
     tokens = model.tokenize([prompt])
-    layers = len(model.text.blocks)
-    names = [f"text.blocks.{i}.attn.pattern" for i in range(layers)]
-    with model.capture(names, grad=True) as cache:
-        image = torch.nn.functional.normalize(model.encode_image(pixels[:1]).float(), dim=-1)
+    image_names = [f"blocks.{i}.attn.pattern" for i in range(vit.num_layers)]
+    text_names = [f"text.blocks.{i}.attn.pattern" for i in range(len(model.text.blocks))]
+    with model.capture(image_names + text_names, grad=True) as cache:
+        image = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
         text = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
         (image * text).sum().backward()
-    relevancy = gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])[0]
+
+    def relevancy(names):
+        return gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])
+
+    prefix = vit.num_prefix_tokens
+    image_maps = relevancy(image_names)[:, 0, prefix:].reshape(-1, *vit.grid(pixels)).detach().cpu()
     strings = model.token_strings(tokens[0])
-    pooled = len(strings) - 1
-    return strings, relevancy[pooled, :len(strings)].detach().cpu()
+    scores = relevancy(text_names)[0, len(strings) - 1, :len(strings)].detach().cpu()
+    return image_maps, strings, scores
+
+
+def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list[str], torch.Tensor]:
+    """Relevance of each token of ``prompt`` for its similarity with ``pixels`` (see clip_prompt_relevancy)."""
+    _, strings, scores = clip_prompt_relevancy(model, pixels, prompt)
+    return strings, scores

@@ -5,13 +5,12 @@ target) and the per-patch zero-shot map (which needs prompts) compute more, and 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
-from viz.attention import attention_rollout, class_target, clip_text_target, fuse_heads, relevancy_maps
+from viz.attention import attention_rollout, class_target, clip_prompt_relevancy, fuse_heads, relevancy_maps
 
 
 @dataclass
@@ -58,6 +57,7 @@ class AttentionSession:
         self.scales = [self.vit.sites[f"blocks.{i}.attn"].scale for i in layers]
         self.last_tokens = cache[f"blocks.{self.vit.num_layers - 1}.resid_post"]
         self._relevancy: dict[str, torch.Tensor] = {}
+        self._token_relevance: dict[str, tuple[list[str], torch.Tensor]] = {}
 
     # -- queries --------------------------------------------------------------------------------------------------
     @property
@@ -128,11 +128,18 @@ class AttentionSession:
             if isinstance(target, str):
                 if self.model.family != "clip":
                     raise ValueError("A text prompt needs a CLIP model; give a class index for classifiers.")
-                grad_target = clip_text_target(self.model, target)
+                maps, tokens, scores = clip_prompt_relevancy(self.model, self.pixels, target)
+                self._relevancy[key], self._token_relevance[target] = maps[0], (tokens, scores)
             else:
-                grad_target = class_target(int(target))
-            self._relevancy[key] = relevancy_maps(self.model, self.pixels, grad_target)[0].detach().cpu()
+                maps = relevancy_maps(self.model, self.pixels, class_target(int(target)))
+                self._relevancy[key] = maps[0].detach().cpu()
         return self._relevancy[key]
+
+    def token_relevance(self, prompt: str) -> tuple[list[str], torch.Tensor]:
+        """Relevance of each token of a CLIP prompt, from the same backward as :meth:`relevancy` (cached)."""
+        if prompt not in self._token_relevance:
+            self.relevancy(prompt)
+        return self._token_relevance[prompt]
 
     def patch_zero_shot(self, prompts: list[str]) -> torch.Tensor:
         """(rows, cols, prompts) cosine similarity of each final patch token, projected by the model's own final
@@ -146,7 +153,3 @@ class AttentionSession:
         sims = torch.nn.functional.normalize(patches, dim=-1) @ torch.nn.functional.normalize(text, dim=-1).T
         return sims.reshape(*self.grid, len(prompts)).cpu()
 
-
-def uniform_entropy(tokens: int) -> float:
-    """log(tokens): the entropy of attention spread evenly."""
-    return math.log(tokens)
