@@ -47,7 +47,14 @@ def test_attention_tab_click_picks_a_patch(page, tmp_path):
     picture = tab.locator("img").first  # the image input, now holding the example
     box = picture.bounding_box()
     assert box["width"] > 100
-    picture.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.1})
-    page.wait_for_function("document.body.innerText.includes('Query: patch (')", timeout=120_000)
-    assert "Traceback" not in page.inner_text("body")
+    for _ in range(3):  # a click that lands while the page is still settling may be dropped: click again
+        picture.click(position={"x": box["width"] * 0.9, "y": box["height"] * 0.1})
+        try:
+            page.wait_for_function("document.body.innerText.includes('Query: patch (')", timeout=40_000)
+            break
+        except Exception:
+            continue
+    text = page.inner_text("body")
+    assert "Query: patch (" in text, text[:2000]
+    assert "Traceback" not in text
     page.screenshot(path=str(tmp_path / "attention_tab.png"), full_page=True)
