@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -32,6 +33,8 @@ class ModelAdapter:
         self.points: dict[str, HookPoint] = {}
         self.sites: dict[str, AttentionSite] = {}
         self._grad_captures = 0
+        # one forward (or capture) at a time per model: hooks live on modules shared by every user of the app
+        self.lock = threading.RLock()
 
     # -- naming ---------------------------------------------------------------------------------------------------
     def hook_names(self) -> list[str]:
@@ -61,10 +64,21 @@ class ModelAdapter:
 
             def on_exit():
                 self._grad_captures -= 1
-        return Capture(chosen, points, self.sites, grad=grad, on_enter=on_enter, on_exit=on_exit)
+        return Capture(chosen, points, self.sites, grad=grad, on_enter=on_enter, on_exit=on_exit, lock=self.lock)
+
+    @contextlib.contextmanager
+    def gradients(self):
+        """Run the model with autograd on inside this block, for attribution code that calls backward itself
+        (holding the model's lock: other threads wait until the block ends)."""
+        with self.lock:
+            self._grad_captures += 1
+            try:
+                yield
+            finally:
+                self._grad_captures -= 1
 
     def run_context(self) -> contextlib.AbstractContextManager:
-        """Autograd on inside a ``grad=True`` capture, off otherwise (inference needs no graph)."""
+        """Autograd on inside a ``grad=True`` capture or ``gradients()`` block, off otherwise."""
         return torch.enable_grad() if self._grad_captures else torch.no_grad()
 
     # -- inputs ---------------------------------------------------------------------------------------------------

@@ -110,6 +110,14 @@ def mask_on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     return F.adaptive_avg_pool2d(tensor, grid)[0, 0].numpy()
 
 
+def mass_on_mask(heat: np.ndarray | torch.Tensor, mask: np.ndarray) -> tuple[float, float]:
+    """(share of a (grid_h, grid_w) map's mass inside the object mask, the mask's share of the image), both on the
+    map's grid with the mask downsampled by area. A map that favours the object has the first above the second."""
+    heat = heat.detach().float().cpu().numpy() if torch.is_tensor(heat) else np.asarray(heat)
+    cover = mask_on_grid(mask, heat.shape)
+    return float((heat * cover).sum() / heat.sum()), float(cover.mean())
+
+
 @torch.no_grad()
 def cls_attention_in_mask_rate(cls_attention_fn: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess,
                                n: int = 200, seed: int = EVAL_SEED + 3, two_objects_prob: float = 0.0,
@@ -123,7 +131,6 @@ def cls_attention_in_mask_rate(cls_attention_fn: Callable[[torch.Tensor], torch.
         batch = examples[i:i + batch_size]
         attention = cls_attention_fn(preprocess([e.image for e in batch])).float().cpu().numpy()
         for att, example in zip(attention, batch, strict=True):
-            cover = mask_on_grid(example.mask, att.shape)
-            inside = float((att * cover).sum() / att.sum())
-            above += inside > float(cover.mean())
+            inside, share = mass_on_mask(att, example.mask)
+            above += inside > share
     return above / n

@@ -154,18 +154,25 @@ def expand_names(patterns: Iterable[str] | str, available: list[str], module_nam
 
 
 class Capture:
-    """Context manager that registers the hooks a set of names needs and removes every one of them on exit."""
+    """Context manager that registers the hooks a set of names needs and removes every one of them on exit.
+
+    With a ``lock`` (the model's), the capture holds it from the first hook to the last removal, so another
+    thread's forward through the same shared model can never run through these hooks.
+    """
 
     def __init__(self, names: list[str], points: dict[str, HookPoint], sites: dict[str, AttentionSite],
                  grad: bool = False, on_enter: Callable[[], None] | None = None,
-                 on_exit: Callable[[], None] | None = None):
+                 on_exit: Callable[[], None] | None = None, lock=None):
         self.cache = ActivationCache(names=names, sites=sites, points=points)
         self.grad = grad
+        self._lock = lock
         self._handles: list = []
         self._hooked_sites: set[str] = set()
         self._on_enter, self._on_exit = on_enter, on_exit
 
     def __enter__(self) -> ActivationCache:
+        if self._lock is not None:
+            self._lock.acquire()
         try:
             for name in self.cache.names:
                 site_name, _, value = name.rpartition(".")
@@ -175,15 +182,21 @@ class Capture:
                     self._hook_point(name, self.cache.points[name])
         except BaseException:
             self._remove()
+            if self._lock is not None:
+                self._lock.release()
             raise
         if self._on_enter:
             self._on_enter()
         return self.cache
 
     def __exit__(self, *exc) -> None:
-        self._remove()
-        if self._on_exit:
-            self._on_exit()
+        try:
+            self._remove()
+            if self._on_exit:
+                self._on_exit()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def _remove(self) -> None:
         for handle in self._handles:

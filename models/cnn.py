@@ -54,7 +54,7 @@ class CNNAdapter(ModelAdapter):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The native model's result: logits for classifiers, the embedding for a CLIP tower."""
-        with self.run_context():
+        with self.lock, self.run_context():
             return self._forward(pixels.to(self.device, self.dtype))
 
     def stage_shapes(self, size: tuple[int, int] | None = None) -> dict[str, tuple[int, ...]]:

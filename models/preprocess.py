@@ -72,13 +72,15 @@ class Preprocess:
         batch = [images] if isinstance(images, Image.Image) else list(images)
         if not batch:
             raise ValueError("Preprocess got no images.")
-        tensors = []
         for image in batch:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"Preprocess takes PIL images, got {type(image).__name__}.")
-            pixels = TF.to_dtype(TF.to_image(self.geometry(image)), torch.float32, scale=True)
-            tensors.append(TF.normalize(pixels, list(self.mean), list(self.std)))
-        return torch.stack(tensors)
+        return torch.stack([self.normalize(self.geometry(image)) for image in batch])
+
+    def normalize(self, image: Image.Image) -> torch.Tensor:
+        """(3, H, W) tensor of an image taken as it is (no resize or crop): scaled to [0, 1] and normalised."""
+        pixels = TF.to_dtype(TF.to_image(self.to_rgb(image)), torch.float32, scale=True)
+        return TF.normalize(pixels, list(self.mean), list(self.std))
 
     def unnormalize(self, pixels: torch.Tensor) -> np.ndarray:
         """(3, H, W) normalised tensor -> (H, W, 3) uint8 array, to draw what the model saw."""

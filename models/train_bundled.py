@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
@@ -137,6 +138,9 @@ def machine(device: torch.device) -> str:
     return f"{cpu}, {torch.get_num_threads()} CPU threads (of {os.cpu_count()} cores), torch {torch.__version__}"
 
 
+_LOGGED = ("step", "loss", "train_acc", "lr", "elapsed_s")  # the fields train_loop always logs
+
+
 def count_params(model: torch.nn.Module) -> int:
     """Number of parameters."""
     return sum(p.numel() for p in model.parameters())
@@ -148,8 +152,11 @@ def folder_size(path: Path) -> int:
 
 
 def train_loop(step_fn: Callable[[int], tuple[torch.Tensor, float]], model: torch.nn.Module, recipe: Recipe,
-               desc: str, log_every: int = 50) -> dict:
-    """Run ``recipe.steps`` optimiser steps of ``step_fn(step) -> (loss, accuracy)``; returns a loss/accuracy log."""
+               desc: str, log_every: int = 50, on_log: Callable[[int], dict] | None = None) -> dict:
+    """Run ``recipe.steps`` optimiser steps of ``step_fn(step) -> (loss, accuracy)``; returns a loss/accuracy log.
+
+    ``on_log(steps_done)``, if given, runs at every log point with the model in eval mode; the dict it returns is
+    added to that point's history entry (e.g. a held-out accuracy measured during training)."""
     optimizer = make_optimizer(model, recipe)
     model.train()
     history, window = [], []
@@ -167,9 +174,15 @@ def train_loop(step_fn: Callable[[int], tuple[torch.Tensor, float]], model: torc
         bar.set_postfix(loss=f"{window[-1][0]:.3f}", acc=f"{accuracy:.2f}", refresh=False)
         if (step + 1) % log_every == 0 or step + 1 == recipe.steps:
             mean_loss, mean_acc = (float(v) for v in np.mean(window, axis=0))
-            history.append({"step": step + 1, "loss": round(mean_loss, 4), "train_acc": round(mean_acc, 4),
-                            "lr": lr_at(step, recipe), "elapsed_s": round(time.perf_counter() - start, 1)})
-            tqdm.write(f"{desc} step {step + 1}/{recipe.steps} loss {mean_loss:.4f} train-acc {mean_acc:.3f} "
+            entry = {"step": step + 1, "loss": round(mean_loss, 4), "train_acc": round(mean_acc, 4),
+                     "lr": lr_at(step, recipe), "elapsed_s": round(time.perf_counter() - start, 1)}
+            if on_log is not None:
+                model.eval()
+                entry.update(on_log(step + 1))
+                model.train()
+            history.append(entry)
+            extra = "".join(f" {k} {v:.3f}" for k, v in entry.items() if k not in _LOGGED and isinstance(v, float))
+            tqdm.write(f"{desc} step {step + 1}/{recipe.steps} loss {mean_loss:.4f} train-acc {mean_acc:.3f}{extra} "
                        f"({time.perf_counter() - start:.0f}s)")
             window = []
     model.eval()
@@ -178,11 +191,33 @@ def train_loop(step_fn: Callable[[int], tuple[torch.Tensor, float]], model: torc
 
 # ---------------------------------------------------------------------------------------------------- mini-clip
 
-def write_open_clip_config(folder: Path) -> None:
+def write_open_clip_config(folder: Path, model_cfg: dict = CLIP_MODEL_CFG,
+                           preprocess_cfg: dict = CLIP_PREPROCESS_CFG) -> None:
     """The open_clip ``local-dir`` config: model_cfg plus preprocess_cfg."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": CLIP_MODEL_CFG, "preprocess_cfg": CLIP_PREPROCESS_CFG}
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
     (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def build_clip(model_cfg: dict = CLIP_MODEL_CFG, preprocess_cfg: dict = CLIP_PREPROCESS_CFG,
+               device: torch.device | str = "cpu"):
+    """A freshly initialised open_clip CLIP built by open_clip from a ``local-dir`` config, and its tokenizer."""
+    import open_clip
+
+    with tempfile.TemporaryDirectory() as scratch:  # config only: open_clip builds a freshly initialised model
+        write_open_clip_config(Path(scratch), model_cfg, preprocess_cfg)
+        model = open_clip.create_model("local-dir:" + scratch, device=device)
+        tokenizer = open_clip.get_tokenizer("local-dir:" + scratch)
+    return model, tokenizer
+
+
+def save_clip(model: torch.nn.Module, out_dir: Path, model_cfg: dict = CLIP_MODEL_CFG,
+              preprocess_cfg: dict = CLIP_PREPROCESS_CFG) -> None:
+    """Save a CLIP in open_clip's ``local-dir`` format: open_clip_config.json + fp16 open_clip_model.safetensors."""
+    out_dir = Path(out_dir)
+    write_open_clip_config(out_dir, model_cfg, preprocess_cfg)
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / "open_clip_model.safetensors"))
 
 
 def open_clip_cls_attention(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -232,12 +267,7 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
 
 def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, bf16: bool) -> dict:
     """Train and save mini-clip in open_clip's local-dir format; returns facts for the model card."""
-    import open_clip
-
-    with tempfile.TemporaryDirectory() as scratch:  # config only: open_clip builds a freshly initialised model
-        write_open_clip_config(Path(scratch))
-        model = open_clip.create_model("local-dir:" + scratch, device=device)
-        tokenizer = open_clip.get_tokenizer("local-dir:" + scratch)
+    model, tokenizer = build_clip(device=device)
 
     def step_fn(step: int) -> tuple[torch.Tensor, float]:
         with torch.no_grad():
@@ -253,9 +283,7 @@ def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, b
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
 
-    write_open_clip_config(out_dir)
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / "open_clip_model.safetensors"))
+    save_clip(model, out_dir)
     return {"params": count_params(model), "logit_scale": float(model.logit_scale.detach().exp()), **log}
 
 
@@ -316,17 +344,25 @@ def build_cnn():
     from transformers import ResNetConfig, ResNetForImageClassification
 
     id2label, label2id = _label_maps()
-    config = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1],
+    config = ResNetConfig(num_channels=3, embedding_size=32, hidden_sizes=[32, 64, 128], depths=[1, 1, 1],
                           layer_type="basic", hidden_act="relu", downsample_in_first_stage=False,
                           num_labels=len(id2label), id2label=id2label, label2id=label2id)
     return ResNetForImageClassification(config)
 
 
-def image_processor():
-    """The preprocessor saved with both classifiers: resize to 64x64 (no crop), scale, normalise."""
+CNN_INPUT_SIZE = 128  # mini-cnn sees the 64 px images upsampled: its last stage is then an 8x8 map, not 4x4
+
+
+def input_size(name: str) -> int:
+    """The side of the square input each bundled classifier's processor resizes to."""
+    return CNN_INPUT_SIZE if name == "mini-cnn" else 64
+
+
+def image_processor(size: int = 64):
+    """The preprocessor saved with the classifiers: resize to size x size (no crop, bicubic), scale, normalise."""
     from transformers import ViTImageProcessor
 
-    return ViTImageProcessor(do_resize=True, size={"height": 64, "width": 64}, resample=3, do_rescale=True,
+    return ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=3, do_rescale=True,
                              rescale_factor=1 / 255, do_normalize=True, image_mean=list(shapes.PIXEL_MEAN),
                              image_std=list(shapes.PIXEL_STD))
 
@@ -341,7 +377,8 @@ def train_classifier(name: str, out_dir: Path, recipe: Recipe, seed: int, device
         examples = training_batch(seed, step, recipe)
         labels = torch.tensor([label2id[e.label] for e in examples], device=device)
         with autocast(device, bf16):
-            logits = model(pixel_values=to_pixels([e.image for e in examples], device)).logits.float()
+            images = [e.image.resize((input_size(name),) * 2, Image.BICUBIC) for e in examples]
+            logits = model(pixel_values=to_pixels(images, device)).logits.float()
         loss = F.cross_entropy(logits, labels, label_smoothing=0.1)
         return loss, float((logits.argmax(dim=1) == labels).float().mean())
 
@@ -351,7 +388,7 @@ def train_classifier(name: str, out_dir: Path, recipe: Recipe, seed: int, device
     model.to("cpu")
     half = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
     model.save_pretrained(out_dir, state_dict=half)  # fp16 on disk, config still says float32: loads as fp32
-    image_processor().save_pretrained(out_dir)
+    image_processor(input_size(name)).save_pretrained(out_dir)
     return {"params": params, **log}
 
 
@@ -409,9 +446,11 @@ _ABOUT = {
         "Cross-entropy (label smoothing 0.1) on the \"{colour} {shape}\" label of fresh single-shape images.",
     ),
     "mini-cnn": (
-        "A transformers `ResNetForImageClassification` with basic blocks: stem of 32 channels, stages of "
-        "[32, 64, 128, 256] channels with one block each, 36 classes with `id2label` = the \"{colour} {shape}\" "
-        "names. A `ViTImageProcessor` (resize to 64x64, no crop, dataset mean/std) is saved alongside. Load with "
+        "A transformers `ResNetForImageClassification` with basic blocks: stem of 32 channels (7x7 stride-2 "
+        "convolution and max pool), stages of [32, 64, 128] channels with one block each (total stride 16, "
+        "theoretical receptive field 99 px), 36 classes with `id2label` = the \"{colour} {shape}\" names. A "
+        "`ViTImageProcessor` (bicubic resize to 128x128, no crop, dataset mean/std) is saved alongside: the 64 px "
+        "images are upsampled so that the last stage is an 8x8 map, fine enough for CAMs to localise. Load with "
         "`AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32)` and "
         "`AutoImageProcessor.from_pretrained(path)`.",
         "Cross-entropy (label smoothing 0.1) on the \"{colour} {shape}\" label of fresh single-shape images.",

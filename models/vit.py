@@ -122,14 +122,14 @@ class ViTAdapter(ModelAdapter):
     # -- running --------------------------------------------------------------------------------------------------
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """The native model's result: logits for classifiers, pooled features otherwise."""
-        with self.run_context():
+        with self.lock, self.run_context():
             return self._forward(pixels.to(self.device, self.dtype))
 
     def project_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Push any tokens (batch, n, dim) through the model's own final norm and image projection (CLIP towers)."""
         if self.layout.project_tokens is None:
             raise ValueError(f"{self.model_id} has no image projection: per-patch zero-shot needs a CLIP model.")
-        with self.run_context():
+        with self.lock, self.run_context():
             return self.layout.project_tokens(tokens.to(self.device, self.dtype))
 
     def facts(self) -> dict:

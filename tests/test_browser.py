@@ -58,3 +58,33 @@ def test_attention_tab_click_picks_a_patch(page, tmp_path):
     assert "Query: patch (" in text, text[:2000]
     assert "Traceback" not in text
     page.screenshot(path=str(tmp_path / "attention_tab.png"), full_page=True)
+
+
+def test_cnn_tab_click_picks_the_receptive_field_unit(page, tmp_path):
+    page.get_by_role("tab", name="CNN").click()
+    tab = page.get_by_role("tabpanel").first
+    tab.locator("img").nth(1).click()  # an example thumbnail
+    page.wait_for_function(
+        "() => { const imgs = document.querySelectorAll('[role=tabpanel] img');"
+        " return [...imgs].some(i => i.getBoundingClientRect().width > 100); }", timeout=120_000)
+    picker = tab.get_by_role("combobox", name="Model id")
+    picker.fill("bundled:mini-cnn")
+    picker.press("Enter")
+    tab.get_by_role("button", name="Analyse").click()
+    page.wait_for_function("document.body.innerText.includes('mini-cnn: CNN')", timeout=120_000)
+    page.get_by_role("tab", name="Receptive field").click()
+    page.wait_for_function("document.body.innerText.includes('theoretical field')", timeout=120_000)
+    first = page.inner_text("body")
+    picture = tab.locator("img").first
+    box = picture.bounding_box()
+    for _ in range(3):
+        picture.click(position={"x": box["width"] * 0.1, "y": box["height"] * 0.1})
+        try:
+            page.wait_for_function("document.body.innerText.includes('unit (0, 0)')", timeout=40_000)
+            break
+        except Exception:
+            continue
+    text = page.inner_text("body")
+    assert "unit (0, 0)" in text and "unit (0, 0)" not in first, text[:2000]
+    assert "Traceback" not in text
+    page.screenshot(path=str(tmp_path / "cnn_tab.png"), full_page=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,17 @@ BUNDLED = Path(__file__).resolve().parent.parent / "models" / "bundled"
 @pytest.fixture(scope="module")
 def clip():
     return load_model("bundled:mini-clip", device="cpu")
+
+
+def test_mass_on_mask_by_hand():
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[:2, :2] = True                      # the top-left quarter: patch (0, 0) of a 2x2 grid, fully covered
+    mask[2, 2] = True                        # a quarter of patch (1, 1)
+    heat = np.array([[3.0, 1.0], [0.0, 4.0]])
+    inside, share = bundled_eval.mass_on_mask(heat, mask)
+    assert inside == pytest.approx((3.0 * 1 + 4.0 * 0.25) / 8.0)
+    assert share == pytest.approx((1 + 0.25) / 4)
+    assert bundled_eval.mass_on_mask(torch.tensor(heat), mask) == pytest.approx((inside, share))
 
 
 def test_bundled_weights_are_small_safetensors_in_real_formats():

@@ -23,6 +23,7 @@ from viz.patches import (
     patch_pca_rgb,
     position_similarity,
     resize_pos_table,
+    row_column_similarity,
     sincos_2d_table,
     token_similarity,
 )
@@ -108,6 +109,24 @@ def test_sincos_table_is_nearer_for_neighbours_than_for_far_positions():
             far.append(sim[r, c, 7 - r if r < 4 else 0, 7 - c if c < 4 else 0].item())
     assert np.mean(neighbours) > np.mean(far) + 0.1
     assert sim[0, 0, 0, 1] > sim[0, 0, 0, 4] > sim[0, 0, 0, 7]
+
+
+def test_row_column_similarity_equals_loop_reference():
+    sim = torch.randn(3, 4, 3, 4, generator=torch.Generator().manual_seed(2))
+    groups = {"same row": [], "same column": [], "neither": []}
+    for r1 in range(3):
+        for c1 in range(4):
+            for r2 in range(3):
+                for c2 in range(4):
+                    if (r1, c1) == (r2, c2):
+                        continue
+                    key = "same row" if r1 == r2 else "same column" if c1 == c2 else "neither"
+                    groups[key].append(float(sim[r1, c1, r2, c2]))
+    result = row_column_similarity(sim)
+    assert set(result) == set(groups)
+    for key, values in groups.items():
+        assert result[key] == pytest.approx(np.mean(values), abs=1e-6)
+    assert math.isnan(row_column_similarity(torch.ones(1, 3, 1, 3))["same column"])  # one row: no column pairs
 
 
 def test_interpolation_to_another_grid():
@@ -277,3 +296,11 @@ def test_mini_clip_neighbours_more_similar_than_far_corner(mini_clip_position_si
     print(f"mini-clip {gh}x{gw}: 4-neighbours mean {np.mean(neighbours):.3f}, "
           f"farthest corner mean {np.mean(corners):.3f}")
     assert np.mean(neighbours) > np.mean(corners)
+
+
+def test_mini_clip_position_table_shows_rows_and_columns(mini_clip_position_similarity):
+    """What the learned table does show (ViT paper, Fig. 7 centre): positions sharing a row or a column are more
+    alike than positions sharing neither, even though neighbours are not (see the xfail above)."""
+    result = row_column_similarity(mini_clip_position_similarity)
+    print(f"mini-clip position similarity: {result}")
+    assert min(result["same row"], result["same column"]) > result["neither"] + 0.02

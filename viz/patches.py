@@ -89,6 +89,19 @@ def position_similarity(pos_table: torch.Tensor, grid: tuple[int, int], prefix_r
     return (unit @ unit.T).reshape(grid[0], grid[1], grid[0], grid[1])
 
 
+def row_column_similarity(sim: torch.Tensor) -> dict[str, float]:
+    """Mean of a (gh, gw, gh, gw) position similarity over pairs of distinct positions in the same row, in the same
+    column, and in neither: the row/column structure the ViT paper sees in learned position embeddings."""
+    gh, gw = sim.shape[:2]
+    rows = torch.arange(gh * gw) // gw
+    cols = torch.arange(gh * gw) % gw
+    same_row = rows[:, None] == rows[None, :]
+    same_col = cols[:, None] == cols[None, :]
+    flat = sim.detach().float().cpu().reshape(gh * gw, gh * gw)
+    pairs = {"same row": same_row & ~same_col, "same column": same_col & ~same_row, "neither": ~same_row & ~same_col}
+    return {name: float(flat[mask].mean()) if mask.any() else float("nan") for name, mask in pairs.items()}
+
+
 def token_similarity(tokens: torch.Tensor, query: int) -> torch.Tensor:
     """Cosine similarity of token ``query`` to every token (T, dim) -> (T,): what "click a patch" shows."""
     unit = F.normalize(tokens.detach().float(), dim=-1)

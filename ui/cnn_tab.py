@@ -1,0 +1,294 @@
+"""CNN tab: feature maps, filters, receptive fields, CAMs, prediction and inductive-bias probes.
+
+Analyse runs one hooked forward (stem and stages captured); the views then read the stored session.
+"""
+from __future__ import annotations
+
+import gradio as gr
+
+from models import load_model, shapes
+from ui.errors import user_errors
+from ui.examples import example_paths
+from ui.sessions import STORE
+from viz.cam import CAM_METHODS, cam_layer_choices, class_labels, default_cam_layer
+from viz.cnn import SCALES, effective_radius, first_conv, kernel_slices, layer_module, rgb_kernel_tiles
+from viz.cnn_figures import (
+    cam_figure,
+    cue_conflict_figure,
+    feature_grid_figure,
+    kernel_figure,
+    layer_map_figure,
+    prediction_figure,
+    receptive_field_figure,
+    rgb_filters_figure,
+    shift_figure,
+    stage_shapes_figure,
+)
+from viz.cnn_session import CNNSession
+from viz.probes import cue_conflict, shift_probe
+
+KEY = "cnn"
+NOT_YET = "Press Analyse first."
+TOP_K = "top-k by mean activation"
+CHOSEN = "chosen channels"
+CUE_CONFLICT_IMAGES = 60
+CUE_CONFLICT_SEED = 515_151  # held out: training seeds are >= shapes.TRAIN_SEED_START
+
+
+def _prompts(text: str) -> list[str]:
+    return [p.strip() for p in (text or "").replace(",", "\n").splitlines() if p.strip()]
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        return [int(c) for c in (text or "").replace(",", " ").split()]
+    except ValueError:
+        raise ValueError(f"Channels {text!r}: type channel numbers separated by commas, e.g. 0, 5, 17.") from None
+
+
+def _session(request: gr.Request) -> CNNSession:
+    return STORE.get(request, KEY, NOT_YET)["session"]
+
+
+def _summary(session: CNNSession) -> str:
+    tower = session.tower
+    kind = "CNN" if session.is_cnn else "ViT (CAMs, prediction and probes only; maps need a CNN)"
+    return (f"**{session.model.model_id}**: {kind}, input {session.pixels.shape[-2]}x{session.pixels.shape[-1]}, "
+            f"{len(tower.class_names) or 'no'} class names.")
+
+
+# -- handlers ------------------------------------------------------------------------------------------------------
+@user_errors
+def analyse(model_id: str, image, prompts_text: str, request: gr.Request):
+    """One forward for this image: prediction, stage shapes, and the choices every view offers."""
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
+    model = load_model((model_id or "").strip())
+    session = CNNSession(model, image)
+    prompts = _prompts(prompts_text)
+    prediction = session.prediction(prompts) if model.family != "clip" or prompts else None
+    STORE.put(request, KEY, {"session": session, "unit": None, "prompts": prompts})
+    layers = session.layers()
+    default_layer = layers[len([n for n in layers if not n.startswith("module.")]) - 1] if layers else None
+    classes = class_labels(model, prompts)
+    target = prediction.labels[0] if prediction else (classes[0] if classes else None)
+    convs = [n for n in layers if n.startswith("module.")]
+    return (
+        _summary(session),
+        prediction_figure(prediction, f"Top-{len(prediction.labels)} prediction") if prediction else None,
+        stage_shapes_figure(session.shapes()) if session.is_cnn else None,
+        gr.update(choices=layers, value=default_layer),
+        gr.update(choices=layers, value=default_layer),
+        gr.update(choices=convs, value=convs[-1] if convs else None),
+        gr.update(choices=cam_layer_choices(model), value=default_cam_layer(model)),
+        gr.update(choices=classes, value=target),
+    )
+
+
+@user_errors
+def feature_view(layer: str, mode: str, k: float, channels_text: str, scale: str, request: gr.Request):
+    """A grid of the layer's channel maps (no forward for stages; one capture for another conv layer)."""
+    session = _session(request)
+    channels = _channels(channels_text) if mode == CHOSEN else None
+    if mode == CHOSEN and not channels:
+        raise ValueError("Type the channels to show, e.g. 0, 5, 17.")
+    scaled, chosen = session.feature_maps(layer, int(k), channels, scale)
+    c, h, w = session.layer_maps(layer).shape
+    how = "top channels by mean activation" if channels is None else "chosen channels"
+    return feature_grid_figure(scaled, chosen, f"{layer}: {len(chosen)} of {c} channels ({h}x{w}), {how}, "
+                                               f"colour scale {scale}")
+
+
+@user_errors
+def filters_view(request: gr.Request):
+    """The first convolution's kernels as RGB tiles."""
+    session = _session(request)
+    session.require_cnn()
+    path, conv = first_conv(session.tower)
+    k = conv.kernel_size
+    return rgb_filters_figure(rgb_kernel_tiles(conv.weight),
+                              f"{path}: {conv.out_channels} kernels {k[0]}x{k[1]} over RGB (grey = 0)")
+
+
+@user_errors
+def kernel_view(layer: str, out_channel: float, request: gr.Request):
+    """One output channel's kernel of any convolution, one tile per input channel."""
+    session = _session(request)
+    if not layer:
+        raise ValueError("Pick a convolution layer.")
+    conv = layer_module(session.tower, layer)
+    kernel = kernel_slices(conv, int(out_channel))
+    return kernel_figure(kernel, f"{layer}, output channel {int(out_channel)}: {kernel.shape[0]} input channels, "
+                                 f"{kernel.shape[1]}x{kernel.shape[2]}")
+
+
+def _field_views(state: dict, layer: str):
+    session: CNNSession = state["session"]
+    field = session.field(layer)
+    unit = state.get("unit")
+    if unit is None or unit[0] != layer:
+        unit = (layer, (field.map_size[0] // 2, field.map_size[1] // 2))
+    _, (row, col) = unit
+    row, col = min(row, field.map_size[0] - 1), min(col, field.map_size[1] - 1)
+    state["unit"] = (layer, (row, col))
+    erf = session.effective_field(layer, (row, col))
+    size, jump = field.size, field.jump
+    note = ("every unit sees the whole image (a global channel gate precedes it)" if field.is_global else
+            f"theoretical field {size[0]}x{size[1]} px, stride {jump[0]} px")
+    top, left, bottom, right = field.box(row, col)
+    radius = effective_radius(erf, ((top + bottom) / 2, (left + right) / 2), 0.9)
+    text = (f"**{layer}**, unit ({row}, {col}) of its {field.map_size[0]}x{field.map_size[1]} map: {note}. "
+            f"Effective field: 90% of the gradient lies within {radius:.1f} px of the unit's centre. "
+            "Click the input image to move.")
+    maps = session.layer_maps(layer).mean(dim=0).numpy()
+    return (receptive_field_figure(session.image, field, (row, col), erf,
+                                   f"{layer} unit ({row}, {col}): theoretical box, effective heat"),
+            layer_map_figure(maps, (row, col), f"{layer}: mean over channels, unit ({row}, {col})"), text)
+
+
+@user_errors
+def field_view(layer: str, request: gr.Request):
+    """Receptive field of the layer's centre unit (or the last clicked one)."""
+    return _field_views(STORE.get(request, KEY, NOT_YET), layer)
+
+
+@user_errors
+def pick_unit(layer: str, event: gr.SelectData, request: gr.Request):
+    """A click on the input image picks the unit of the layer whose field is centred nearest to it."""
+    state = STORE.get(request, KEY, NOT_YET)
+    session: CNNSession = state["session"]
+    if not session.is_cnn or not layer:
+        raise ValueError("Receptive fields need a CNN: analyse one first.")
+    x, y = event.index
+    state["unit"] = (layer, session.unit_at_source_pixel(layer, x, y))
+    return _field_views(state, layer)
+
+
+@user_errors
+def cam_view(method: str, layer: str, target: str, request: gr.Request):
+    """A class activation map for the chosen class (or prompt, for CLIP)."""
+    state = STORE.get(request, KEY, NOT_YET)
+    session: CNNSession = state["session"]
+    classes = class_labels(session.model, state["prompts"])
+    if session.model.family == "clip" and not classes:
+        raise ValueError("Type the prompts (one per line) and press Analyse: a CLIP CAM explains one of them.")
+    if target in classes:
+        index = classes.index(target)
+    elif str(target or "").strip().isdigit():
+        index = int(str(target).strip())
+    else:
+        raise ValueError(f"Unknown class {target!r}; pick one from the list.")
+    cam = session.cam(index, method, layer or None, state["prompts"])
+    name = classes[index] if index < len(classes) else f"class {index}"
+    return cam_figure(session.image, cam, f"{method} at {layer or default_cam_layer(session.model)} for “{name}”")
+
+
+@user_errors
+def probes_view(model_id: str, image, compare_id: str, max_shift: float, progress=gr.Progress()):
+    """Shift probe on this image and the cue-conflict test, for the model and the comparison model."""
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
+    ids = list(dict.fromkeys(i.strip() for i in (model_id, compare_id) if i and i.strip()))
+    models = [load_model(i) for i in progress.tqdm(ids, desc="loading models")]
+    probes = [shift_probe(m, image, int(max_shift)) for m in progress.tqdm(models, desc="shift probe")]
+    examples = shapes.make_cue_conflict(CUE_CONFLICT_IMAGES, seed=CUE_CONFLICT_SEED)
+    results, skipped = [], []
+    for model in progress.tqdm(models, desc="cue conflict"):
+        try:
+            results.append(cue_conflict(model, examples))
+        except ValueError as exc:
+            skipped.append(str(exc))
+    note = " ".join(skipped) or "Every model was scored on the cue-conflict images."
+    gallery = [(e.image, f"shape {e.shape_label}, texture {e.texture_label}") for e in examples[:8]]
+    return shift_figure(probes), cue_conflict_figure(results) if results else None, gallery, note
+
+
+# -- layout --------------------------------------------------------------------------------------------------------
+def build_cnn_tab(model_choices: list[str], default_model: str = "bundled:mini-cnn",
+                  compare_model: str = "bundled:mini-vit") -> None:
+    gr.Markdown("Inside a CNN: what each layer computes (feature maps), what its first kernels look for, which input "
+                "pixels a unit can see and really uses, where the evidence for a class lies (CAMs), and how the "
+                "model's inductive biases differ from a ViT's. ViTs and CLIP towers get CAMs, prediction and probes.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
+            image = gr.Image(type="pil", label="Image (click to pick the receptive-field unit)", height=300)
+            gr.Examples(example_paths(), inputs=image)
+            prompts = gr.Textbox(label="CLIP models: prompts, one per line (the CAM explains one of them)",
+                                 value="a red circle\na blue star\na green square", lines=3)
+            analyse_button = gr.Button("Analyse", variant="primary")
+            summary = gr.Markdown()
+        with gr.Column(scale=2):
+            prediction_plot = gr.Plot(label="Prediction")
+            shapes_plot = gr.Plot(label="Stages")
+    with gr.Tab("Feature maps"):
+        gr.Markdown("Each tile is one channel's map over the image: bright = strong activation. Early layers respond "
+                    "to edges and colours, later ones to parts, at coarser resolution.")
+        with gr.Row():
+            map_layer = gr.Dropdown([], label="Layer (stage or any convolution)")
+            mode = gr.Radio([TOP_K, CHOSEN], value=TOP_K, label="Channels")
+            k = gr.Slider(1, 64, value=16, step=1, label="k")
+            channels = gr.Textbox(label="Chosen channels", placeholder="0, 5, 17")
+            scale = gr.Radio(list(SCALES), value="per unit", label="Colour scale")
+        maps_plot = gr.Plot(label="Feature maps")
+    with gr.Tab("Filters"):
+        gr.Markdown("First-layer kernels as RGB tiles (grey = 0; each kernel scaled by its own largest weight): "
+                    "oriented edges, colour blobs. Pick any convolution and output channel to see its kernel.")
+        filters_button = gr.Button("First-layer filters")
+        filters_plot = gr.Plot(label="First-layer filters")
+        with gr.Row():
+            kernel_layer = gr.Dropdown([], label="Convolution")
+            out_channel = gr.Number(value=0, precision=0, label="Output channel")
+            kernel_button = gr.Button("Show kernel")
+        kernel_plot = gr.Plot(label="Kernel")
+    with gr.Tab("Receptive field"):
+        gr.Markdown("The box is the theoretical receptive field, traced from the real kernel sizes, strides, padding "
+                    "and dilation; the heat is the effective one, |d unit / d pixel| for this image, usually a "
+                    "much smaller blob in the middle of the box. Click the input image to pick the unit.")
+        field_layer = gr.Dropdown([], label="Layer")
+        with gr.Row():
+            field_plot = gr.Plot(label="Receptive field")
+            field_map = gr.Plot(label="Layer map")
+        field_text = gr.Markdown()
+    with gr.Tab("CAM"):
+        gr.Markdown("Class activation maps (pytorch-grad-cam): where the evidence for the chosen class lies, red = "
+                    "more. On ViTs the map comes from a block's first norm over the patch grid.")
+        with gr.Row():
+            method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
+            cam_layer = gr.Dropdown([], label="Target layer")
+            target = gr.Dropdown([], label="Class (or prompt)", allow_custom_value=True)
+            cam_button = gr.Button("CAM", variant="primary")
+        cam_plot = gr.Plot(label="CAM")
+    with gr.Tab("Probes"):
+        gr.Markdown("**Translation**: the image shifted left pixel by pixel. A CNN's maps move with it (small change "
+                    "at multiples of its stride); a ViT re-cuts every patch unless the shift is a multiple of the "
+                    "patch size. **Cue conflict**: a large shape made of small shapes of another kind; which one "
+                    "decides the prediction?")
+        with gr.Row():
+            compare_id = gr.Dropdown(model_choices, value=compare_model, allow_custom_value=True,
+                                     label="Compare with")
+            max_shift = gr.Slider(1, 64, value=16, step=1, label="Largest shift (px)")
+            probes_button = gr.Button("Run probes", variant="primary")
+        shift_plot = gr.Plot(label="Translation probe")
+        cue_plot = gr.Plot(label="Cue conflict")
+        cue_note = gr.Markdown()
+        cue_gallery = gr.Gallery(label="Cue-conflict images", columns=8, height=160)
+
+    map_controls = [map_layer, mode, k, channels, scale]
+    field_outputs = [field_plot, field_map, field_text]
+    analysed = analyse_button.click(
+        analyse, [model_id, image, prompts],
+        [summary, prediction_plot, shapes_plot, map_layer, field_layer, kernel_layer, cam_layer, target],
+        api_name="cnn_analyse", concurrency_limit=2)
+    analysed.success(feature_view, map_controls, maps_plot, api_name=False).success(
+        field_view, field_layer, field_outputs, api_name=False)
+    for control in map_controls:  # user edits only (.input): Analyse draws the first view itself
+        control.input(feature_view, map_controls, maps_plot,
+                      api_name="cnn_feature_maps" if control is map_layer else False)
+    filters_button.click(filters_view, None, filters_plot, api_name="cnn_filters")
+    kernel_button.click(kernel_view, [kernel_layer, out_channel], kernel_plot, api_name="cnn_kernel")
+    field_layer.input(field_view, field_layer, field_outputs, api_name="cnn_receptive_field")
+    image.select(pick_unit, field_layer, field_outputs, api_name=False)
+    cam_button.click(cam_view, [method, cam_layer, target], cam_plot, api_name="cnn_cam", concurrency_limit=2)
+    probes_button.click(probes_view, [model_id, image, compare_id, max_shift],
+                        [shift_plot, cue_plot, cue_gallery, cue_note], api_name="cnn_probes", concurrency_limit=1)
