@@ -15,6 +15,8 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from models.images import to_rgb
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -39,14 +41,8 @@ class Preprocess:
     interpolation: str = "bicubic"
 
     def to_rgb(self, image: Image.Image) -> Image.Image:
-        """RGB view of any PIL image; transparent pixels are composited over white."""
-        if image.mode == "RGB":
-            return image
-        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-            return Image.alpha_composite(background, rgba).convert("RGB")
-        return image.convert("RGB")
+        """8-bit RGB view of any PIL image (see models.images.to_rgb): alpha over white, 16-bit scaled."""
+        return to_rgb(image)
 
     def geometry(self, image: Image.Image) -> Image.Image:
         """Resize and crop only: the image exactly as the model sees it, before normalisation."""
