@@ -7,37 +7,62 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import threading
+from pathlib import Path
 
 import gradio as gr
 
 from models.backends import bundled_names
 from models.catalog import REAL_MODELS
 from ui.attention_tab import build_attention_tab
+from ui.cnn_tab import build_cnn_tab
+from ui.embedding_tab import build_embedding_tab
 from ui.model_tab import build_model_tab
 from ui.patches_tab import build_patches_tab
+from ui.self_check import report, run_checks
+from ui.shared_inputs import build_shared_inputs, default_ids, family_choices
+from ui.zero_shot_tab import build_zero_shot_tab
+from viz.embedding_space import warm_up
 
 DEFAULT_MODEL = "bundled:mini-clip"
+MAX_UPLOAD = "25mb"
+TABS = ("Model", "Attention", "Patches", "CNN", "Zero-shot & Softmax", "Embedding space")
 
 
 def model_choices(extra: list[str]) -> list[str]:
-    """Ids offered in the pickers: the user's, then bundled, then popular real checkpoints."""
+    """Ids offered in the Model tab: the user's, then bundled, then popular real checkpoints."""
     ids = list(extra) + [f"bundled:{name}" for name in bundled_names()] + [m.id for m in REAL_MODELS]
     return list(dict.fromkeys(ids))
 
 
-def build_app(models: list[str] | None = None) -> gr.Blocks:
-    """The whole app as a gr.Blocks (no launch), for the launcher, tests and Hugging Face Spaces."""
+def build_app(models: list[str] | None = None, allowed_folders: list[str] | None = None) -> gr.Blocks:
+    """The whole app as a gr.Blocks (no launch), for the launcher, tests and Hugging Face Spaces.
+
+    ``models``: ids offered first (the launcher's --model); ``allowed_folders``: the only server folders (with their
+    subfolders) the Embedding space tab may read.
+    """
     models = list(models or [])
     choices = model_choices(models)
-    default = models[0] if models else (DEFAULT_MODEL if DEFAULT_MODEL in choices else choices[0])
+    default = models[0] if models else DEFAULT_MODEL
     with gr.Blocks(title="clipscope") as app:
-        gr.Markdown("# clipscope\nSee inside vision models: everything shown is read from the real model by hooks.")
-        with gr.Tab("Model"):
+        gr.Markdown("# clipscope\nSee inside vision models: everything shown is read from the real model by hooks "
+                    "while it runs. Pick an image and the models once, here; each tab analyses them its own way. "
+                    "Every figure has a camera button (PNG) in its toolbar, and each tab can export its figures as "
+                    "interactive HTML.")
+        shared = build_shared_inputs(models)
+        with gr.Tab(TABS[0]):
             build_model_tab(app, choices, default)
-        with gr.Tab("Attention"):
-            build_attention_tab(choices, default)
-        with gr.Tab("Patches"):
-            build_patches_tab(choices, default)
+        with gr.Tab(TABS[1]):
+            build_attention_tab(shared)
+        with gr.Tab(TABS[2]):
+            build_patches_tab(shared)
+        with gr.Tab(TABS[3]):
+            build_cnn_tab(shared, family_choices("transformer", models) + family_choices("cnn", models))
+        with gr.Tab(TABS[4]):
+            build_zero_shot_tab(shared)
+        with gr.Tab(TABS[5]):
+            build_embedding_tab(shared, [Path(f) for f in allowed_folders or []])
     return app
 
 
@@ -46,10 +71,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", default=[], metavar="ID",
                         help="model id to offer first (repeatable); default bundled:mini-clip")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for your network)")
-    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to listen on (0.0.0.0 for your network; default $GRADIO_SERVER_NAME or "
+                             "127.0.0.1, so it runs unchanged as a Hugging Face Space)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default $GRADIO_SERVER_PORT or 7860)")
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login (use with --share)")
+    parser.add_argument("--allow-folder", action="append", default=[], metavar="DIR",
+                        help="a server folder the Embedding space tab may read (repeatable); none by default")
+    parser.add_argument("--check", action="store_true",
+                        help="self-check: run every tab's main computation once on an example image through the "
+                             "app's HTTP API, print one line per view with its time, exit non-zero if any fails")
     return parser.parse_args(argv)
 
 
@@ -62,10 +95,22 @@ def main(argv: list[str] | None = None) -> None:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     if args.auth and (auth is None or len(auth) != 2 or not all(auth)):
         raise SystemExit("--auth takes USER:PASS")
-    app = build_app(args.model)
+    for folder in args.allow_folder:
+        if not Path(folder).expanduser().is_dir():
+            raise SystemExit(f"--allow-folder {folder}: not a folder")
+    threading.Thread(target=warm_up, name="umap-warm-up", daemon=True).start()  # numba compiles once, not per request
+    app = build_app(args.model, args.allow_folder)
+    if args.check:
+        results = run_checks(app, default_ids(args.model))
+        print(report(results), flush=True)
+        raise SystemExit(1 if any(r.error for r in results) else 0)
+    if args.share and not auth:
+        logging.getLogger("clipscope").warning("--share without --auth: anyone with the link can use this app.")
+    # two events at a time overall; each model also runs one forward at a time (its lock), so one GPU is never
+    # oversubscribed and captures of different users never mix
     app.queue(default_concurrency_limit=2)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth,
-               max_file_size="25mb", show_error=True)
+               max_file_size=MAX_UPLOAD, show_error=True)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from models.clip import CLIPAdapter, hf_text_layout, open_clip_text_layout
+from models.clip import CLIPAdapter, hf_text_layout, open_clip_hf_text_layout, open_clip_text_layout
 from models.cnn import CNNAdapter, by_resolution_layout, hf_cnn_layout, resnet_style_layout, timm_cnn_layout
 from models.errors import ModelIdError, ModelUnavailableOfflineError, UnknownArchitectureError
 from models.model_ids import ModelId, detect_local_format
@@ -68,6 +68,7 @@ def _open_clip_preprocess(visual: nn.Module) -> Preprocess:
 
 def load_open_clip(model_id: ModelId, device, dtype):
     import open_clip
+    from open_clip.hf_model import HFTextEncoder
     from open_clip.model import ModifiedResNet
     from open_clip.transformer import VisionTransformer
 
@@ -107,7 +108,10 @@ def load_open_clip(model_id: ModelId, device, dtype):
                                     module=visual, preprocess=preprocess, **common)
     else:
         raise UnknownArchitectureError(f"open_clip image tower {type(visual).__name__} is not supported yet.")
-    text_layout = open_clip_text_layout(model)
+    if isinstance(getattr(model, "text", None), HFTextEncoder):  # multilingual (XLM-RoBERTa) and other HF towers
+        text_layout = open_clip_hf_text_layout(model.text, tokenizer)
+    else:
+        text_layout = open_clip_text_layout(model)
     decoder = getattr(tokenizer, "decoder", None)
     if decoder is not None:  # open_clip's SimpleTokenizer: byte-level BPE pieces, "</w>" ends a word
         text_layout.token_text = lambda i: decoder.get(i, f"<{i}>").replace("</w>", " ").strip() or " "
@@ -116,8 +120,20 @@ def load_open_clip(model_id: ModelId, device, dtype):
         encode_text_tokens=model.encode_text, tokenize=tokenizer,
         logit_scale=lambda: model.logit_scale,
         logit_bias=lambda: getattr(model, "logit_bias", None),
+        count_tokens=_open_clip_token_counter(tokenizer),
         module=model, preprocess=preprocess, **common,
     )
+
+
+def _open_clip_token_counter(tokenizer):
+    """Untruncated token count (special tokens included) with an open_clip tokenizer, or None if unknown."""
+    if hasattr(tokenizer, "encode") and hasattr(tokenizer, "sot_token_id"):  # SimpleTokenizer: <sot> text <eot>
+        return lambda text: len(tokenizer.encode(text)) + 2
+    inner = getattr(tokenizer, "tokenizer", None)  # HFTokenizer / SigLipTokenizer wrap a transformers tokenizer
+    if inner is not None:
+        clean = getattr(tokenizer, "clean_fn", None) or (lambda text: text)
+        return lambda text: len(inner(clean(text), truncation=False)["input_ids"])
+    return None
 
 
 # -- transformers ----------------------------------------------------------------------------------------------------
@@ -210,6 +226,7 @@ def load_hf(model_id: ModelId, device, dtype, attn_implementation: str | None = 
             visual=visual, text=text_layout,
             encode_text_tokens=lambda ids: model.text_projection(model.text_model(input_ids=ids).pooler_output),
             tokenize=tokenize, logit_scale=lambda: model.logit_scale,
+            count_tokens=lambda text: len(tokenizer(text, truncation=False)["input_ids"]),
             module=model, preprocess=preprocess, **common)
     if model_type in HF_VIT_TYPES:
         def forward(px):

@@ -20,6 +20,13 @@ class KnownModel:
     parameters: int
     note: str = ""
 
+    @property
+    def image_tower(self) -> str:
+        """"vit" or "cnn": what the image side is (a CLIP's tower, or the model itself)."""
+        if self.family == "clip":
+            return "cnn" if "resnet" in self.note.lower() else "vit"
+        return self.family
+
 
 REAL_MODELS = [
     KnownModel("open_clip:ViT-B-32/openai", "clip", 151_277_313, "OpenAI CLIP ViT-B/32"),

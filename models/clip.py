@@ -6,7 +6,11 @@ The image tower is a :class:`ViTAdapter` or :class:`CNNAdapter` (``model.visual`
 ``clip.capture(["blocks.*.attn.pattern"])`` reads image attention as it would on a plain ViT.
 
 ``encode_image`` / ``encode_text`` return the model's own, un-normalised embeddings; the logits CLIP trains with
-are ``logit_scale.exp() * cosine``.
+are ``logit_scale.exp() * cosine``. Text longer than ``context_length`` tokens is truncated by the model's own
+tokenizer; ``token_count`` / ``truncated`` say when that happens.
+
+open_clip's multilingual models (XLM-RoBERTa text towers from Hugging Face) load with their own tokenizer and context
+length; their text blocks are not mapped to canonical names yet (only ``text.token_embed`` and ``text_embed``).
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ class TextLayout:
     ln1: list[nn.Module]
     attn: list[nn.Module]
     mlp: list[nn.Module]
-    final_norm: nn.Module
+    final_norm: nn.Module | None   # None where the tower has no final norm of its own (post-norm towers)
     output: nn.Module | None   # projection module, or None when the projection is a bare parameter
     context_length: int
     vocab_size: int
@@ -48,7 +52,8 @@ class CLIPAdapter(ModelAdapter):
                  encode_text_tokens: Callable[[torch.Tensor], torch.Tensor],
                  tokenize: Callable[[Sequence[str]], torch.Tensor],
                  logit_scale: Callable[[], torch.Tensor],
-                 logit_bias: Callable[[], torch.Tensor | None] = lambda: None, **kwargs):
+                 logit_bias: Callable[[], torch.Tensor | None] = lambda: None,
+                 count_tokens: Callable[[str], int] | None = None, **kwargs):
         super().__init__(**kwargs)
         self.visual = visual
         self.text = text
@@ -56,6 +61,7 @@ class CLIPAdapter(ModelAdapter):
         self._tokenize = tokenize
         self._logit_scale = logit_scale
         self._logit_bias = logit_bias
+        self._count_tokens = count_tokens
         self.points.update(visual.points)
         self.sites.update(visual.sites)
         self.points["text.token_embed"] = HookPoint(text.token_embed)
@@ -66,11 +72,17 @@ class CLIPAdapter(ModelAdapter):
             self.points[f"text.blocks.{i}.attn_out"] = HookPoint(text.attn[i])
             self.points[f"text.blocks.{i}.mlp_out"] = HookPoint(text.mlp[i])
             self.points[f"text.blocks.{i}.resid_post"] = HookPoint(block)
-        self.points["text.final_norm"] = HookPoint(text.final_norm)
+        if text.final_norm is not None:
+            self.points["text.final_norm"] = HookPoint(text.final_norm)
         if text.output is not None:
             self.points["text_embed"] = HookPoint(text.output)
-        # the image tower shares the grad-capture switch with the whole model
+        # the image tower and the whole model share one autograd switch: a grad capture on either turns it on
         visual.run_context = self.run_context
+        visual.lock = self.lock
+
+    def run_context(self):
+        grad = self._grad_captures or self.visual._grad_captures
+        return torch.enable_grad() if grad else torch.no_grad()
 
     # -- text -----------------------------------------------------------------------------------------------------
     @property
@@ -88,6 +100,16 @@ class CLIPAdapter(ModelAdapter):
             raise ValueError("tokenize got no texts.")
         return self._tokenize(texts).to(self.device)
 
+    def token_count(self, text: str) -> int | None:
+        """How many tokens ``text`` needs with this model's tokenizer, special tokens included, before truncation
+        (None where the tokenizer cannot say)."""
+        return None if self._count_tokens is None else int(self._count_tokens(text))
+
+    def truncated(self, texts: Sequence[str]) -> list[bool]:
+        """For each text: is it longer than the context length, so that the tokenizer cuts it?"""
+        counts = [self.token_count(text) for text in texts]
+        return [count is not None and count > self.context_length for count in counts]
+
     def token_strings(self, ids: torch.Tensor) -> list[str]:
         """The tokens of one tokenised text, as text, up to and including the pooled (end-of-text) token."""
         ids = ids.reshape(-1)
@@ -97,7 +119,7 @@ class CLIPAdapter(ModelAdapter):
     def encode_text(self, texts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
         """Text embeddings (batch, dim), not normalised. Takes strings or token ids."""
         tokens = texts if torch.is_tensor(texts) else self.tokenize(texts)
-        with self.run_context():
+        with self.lock, self.run_context():
             return self._encode_text_tokens(tokens.to(self.device))
 
     # -- images ---------------------------------------------------------------------------------------------------
@@ -152,6 +174,26 @@ def open_clip_text_layout(model: nn.Module) -> TextLayout:
         context_length=int(getattr(tower, "context_length", None) or model.context_length),
         vocab_size=int(getattr(tower, "vocab_size", None) or model.vocab_size),
     )
+
+
+def open_clip_hf_text_layout(tower: nn.Module, tokenizer) -> TextLayout:
+    """open_clip CustomTextCLIP whose text tower is a Hugging Face encoder (``HFTextEncoder``, e.g. XLM-RoBERTa).
+
+    Its blocks are not mapped (post-norm encoders with padding masks need their own attention recomputation);
+    the tokenizer's context length is the one the model is fed with, not the encoder's position table.
+    """
+    hf_tokenizer = getattr(tokenizer, "tokenizer", None)
+    end_id = getattr(hf_tokenizer, "sep_token_id", None) or getattr(hf_tokenizer, "eos_token_id", None)
+    layout = TextLayout(
+        token_embed=tower.transformer.get_input_embeddings(), blocks=[], ln1=[], attn=[], mlp=[],
+        final_norm=None, output=tower.proj,
+        context_length=int(tokenizer.context_length), vocab_size=int(tower.config.vocab_size),
+    )
+    if end_id is not None:
+        layout.pooled_index = lambda ids: (ids == end_id).int().argmax(dim=-1)
+    if hf_tokenizer is not None:
+        layout.token_text = lambda i: hf_tokenizer.convert_ids_to_tokens(i)
+    return layout
 
 
 def hf_text_layout(model: nn.Module) -> TextLayout:

@@ -71,7 +71,8 @@ class Preprocess:
         for image in batch:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"Preprocess takes PIL images, got {type(image).__name__}.")
-        return torch.stack([self.normalize(self.geometry(image)) for image in batch])
+        pixels = torch.stack([TF.to_image(self.to_rgb(self.geometry(image))) for image in batch])  # uint8
+        return TF.normalize(TF.to_dtype(pixels, torch.float32, scale=True), list(self.mean), list(self.std))
 
     def normalize(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) tensor of an image taken as it is (no resize or crop): scaled to [0, 1] and normalised."""

@@ -5,8 +5,10 @@ import gradio as gr
 
 from models import shapes
 from ui.errors import user_errors
-from ui.inputs import load_vit, model_and_image
+from ui.export import export_button
+from ui.inputs import load_vit
 from ui.sessions import STORE
+from ui.shared_inputs import SharedInputs
 from viz.attention import mean_distance_by_layer
 from viz.attention_figures import (
     head_grid_figure,
@@ -83,8 +85,10 @@ def update_views(layer: float, head: str, temperature: float, request: gr.Reques
 
 @user_errors
 def pick_query(layer: float, head: str, temperature: float, event: gr.SelectData, request: gr.Request):
-    """A click on the image picks the patch under the pointer as the query."""
-    state = STORE.get(request, KEY, NOT_YET)
+    """A click on the shared image picks the patch under the pointer as the query (nothing before Analyse)."""
+    state = STORE.peek(request, KEY)
+    if state is None:
+        return [gr.skip()] * 4
     x, y = event.index
     state["query"] = state["session"].token_at_source_pixel(x, y)
     return _views(state, layer, head, temperature)
@@ -150,14 +154,14 @@ def mean_distance_view(model_id: str):
     return mean_distance_figure(mean_distance_by_layer(model, model.pixels(images)))
 
 
-def build_attention_tab(model_choices: list[str], default_model: str) -> None:
+def build_attention_tab(shared: SharedInputs) -> None:
     gr.Markdown("Attention of one query token (CLS, or any patch: click the image), per head or fused, with the "
                 "computation of one row step by step. Brighter = more attention. Everything comes from one hooked "
                 "forward; changing layer, head or query does not run the model again.")
     with gr.Row():
         with gr.Column(scale=1):
-            model_id, image, analyse_button = model_and_image(model_choices, default_model,
-                                                              "Image (click to pick the query patch)")
+            model_id, image = shared.pickers["transformer"], shared.image
+            analyse_button = gr.Button("Analyse", variant="primary")
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer")
             head = gr.Dropdown(HEAD_CHOICES, value="mean", label="Head (or fusion)", allow_custom_value=True)
             temperature = gr.Slider(0.01, 10.0, value=1.0, step=0.01, label="Softmax temperature (step-by-step)")
@@ -190,12 +194,14 @@ def build_attention_tab(model_choices: list[str], default_model: str) -> None:
             token_plot = gr.Plot(label="Prompt token relevance")
             zero_shot_plot = gr.Plot(label="Per-patch zero-shot")
             distance_plot = gr.Plot(label="Mean attention distance")
+    export_button("Attention", [overlay, heads, grid_plot, steps, rollout_plot, relevancy_plot, token_plot,
+                                zero_shot_plot, distance_plot])
     views = [overlay, heads, steps, query_info]
     controls = [layer, head, temperature]
     analyse_button.click(analyse, [model_id, image, *controls], [layer, head, grid_plot, *views],
                          api_name="attention_analyse", concurrency_limit=2)
     for control in controls:
-        control.change(update_views, controls, views, api_name="attention_view")
+        control.change(update_views, controls, views, api_name="attention_view" if control is layer else False)
     image.select(pick_query, controls, views, api_name=False)
     reset.click(reset_query, controls, views, api_name=False)
     rollout_button.click(rollout_view, [fusion, discard], rollout_plot, api_name="attention_rollout")

@@ -8,8 +8,9 @@ import gradio as gr
 
 from models import load_model, shapes
 from ui.errors import user_errors
-from ui.examples import example_paths
+from ui.export import export_button
 from ui.sessions import STORE
+from ui.shared_inputs import SharedInputs
 from viz.cam import CAM_METHODS, cam_layer_choices, class_labels, default_cam_layer
 from viz.cnn import SCALES, effective_radius, first_conv, kernel_slices, layer_module, rgb_kernel_tiles
 from viz.cnn_figures import (
@@ -154,11 +155,12 @@ def field_view(layer: str, request: gr.Request):
 
 @user_errors
 def pick_unit(layer: str, event: gr.SelectData, request: gr.Request):
-    """A click on the input image picks the unit of the layer whose field is centred nearest to it."""
-    state = STORE.get(request, KEY, NOT_YET)
+    """A click on the shared image picks the unit of the layer whose field is centred nearest to it (nothing
+    before a CNN was analysed)."""
+    state = STORE.peek(request, KEY)
+    if state is None or not state["session"].is_cnn or not layer:
+        return gr.skip(), gr.skip(), gr.skip()
     session: CNNSession = state["session"]
-    if not session.is_cnn or not layer:
-        raise ValueError("Receptive fields need a CNN: analyse one first.")
     x, y = event.index
     state["unit"] = (layer, session.unit_at_source_pixel(layer, x, y))
     return _field_views(state, layer)
@@ -204,16 +206,13 @@ def probes_view(model_id: str, image, compare_id: str, max_shift: float, progres
 
 
 # -- layout --------------------------------------------------------------------------------------------------------
-def build_cnn_tab(model_choices: list[str], default_model: str = "bundled:mini-cnn",
-                  compare_model: str = "bundled:mini-vit") -> None:
+def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_model: str = "bundled:mini-vit") -> None:
     gr.Markdown("Inside a CNN: what each layer computes (feature maps), what its first kernels look for, which input "
                 "pixels a unit can see and really uses, where the evidence for a class lies (CAMs), and how the "
                 "model's inductive biases differ from a ViT's. ViTs and CLIP towers get CAMs, prediction and probes.")
     with gr.Row():
         with gr.Column(scale=1):
-            model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
-            image = gr.Image(type="pil", label="Image (click to pick the receptive-field unit)", height=300)
-            gr.Examples(example_paths(), inputs=image)
+            model_id, image = shared.pickers["cnn"], shared.image
             prompts = gr.Textbox(label="CLIP models: prompts, one per line (the CAM explains one of them)",
                                  value="a red circle\na blue star\na green square", lines=3)
             analyse_button = gr.Button("Analyse", variant="primary")
@@ -265,7 +264,7 @@ def build_cnn_tab(model_choices: list[str], default_model: str = "bundled:mini-c
                     "patch size. **Cue conflict**: a large shape made of small shapes of another kind; which one "
                     "decides the prediction?")
         with gr.Row():
-            compare_id = gr.Dropdown(model_choices, value=compare_model, allow_custom_value=True,
+            compare_id = gr.Dropdown(compare_choices, value=compare_model, allow_custom_value=True,
                                      label="Compare with")
             max_shift = gr.Slider(1, 64, value=16, step=1, label="Largest shift (px)")
             probes_button = gr.Button("Run probes", variant="primary")
@@ -274,6 +273,8 @@ def build_cnn_tab(model_choices: list[str], default_model: str = "bundled:mini-c
         cue_note = gr.Markdown()
         cue_gallery = gr.Gallery(label="Cue-conflict images", columns=8, height=160)
 
+    export_button("CNN", [prediction_plot, shapes_plot, maps_plot, filters_plot, kernel_plot, field_plot, field_map,
+                          cam_plot, shift_plot, cue_plot])
     map_controls = [map_layer, mode, k, channels, scale]
     field_outputs = [field_plot, field_map, field_text]
     analysed = analyse_button.click(

@@ -1,19 +1,9 @@
-"""Widgets and checks the view tabs share: a model picker with an image input, and loading a ViT-family model."""
+"""Checks the view tabs share: loading a ViT-family model for the transformer views."""
 from __future__ import annotations
 
 import gradio as gr
 
 from models import load_model
-from ui.examples import example_paths
-
-
-def model_and_image(model_choices: list[str], default_model: str, image_label: str) -> tuple:
-    """Model id dropdown, image input with clickable examples, and the Analyse button (call inside a column)."""
-    model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id")
-    image = gr.Image(type="pil", label=image_label, height=300)
-    gr.Examples(example_paths(), inputs=image)
-    analyse = gr.Button("Analyse", variant="primary")
-    return model_id, image, analyse
 
 
 def load_vit(model_id: str, image: object = True):

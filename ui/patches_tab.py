@@ -7,8 +7,10 @@ import math
 import gradio as gr
 
 from ui.errors import user_errors
-from ui.inputs import load_vit, model_and_image
+from ui.export import export_button
+from ui.inputs import load_vit
 from ui.sessions import STORE
+from ui.shared_inputs import SharedInputs
 from viz.attention_figures import patch_grid_figure
 from viz.attention_session import AttentionSession
 from viz.patch_figures import (
@@ -68,8 +70,11 @@ def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
 
 @user_errors
 def pick_patch(layer: float, event: gr.SelectData, request: gr.Request):
-    """Click on the image: that patch becomes the query of the token-similarity map."""
-    state = STORE.get(request, KEY, NOT_YET)
+    """Click on the shared image: that patch becomes the query of the token-similarity map (nothing before
+    Analyse)."""
+    state = STORE.peek(request, KEY)
+    if state is None:
+        return gr.skip(), gr.skip()
     state["query"] = state["session"].token_at_source_pixel(*event.index)
     return _token_views(state["session"], layer, state["query"])
 
@@ -80,14 +85,15 @@ def change_layer(layer: float, request: gr.Request):
     return _token_views(state["session"], layer, state["query"])
 
 
-def build_patches_tab(model_choices: list[str], default_model: str) -> None:
+def build_patches_tab(shared: SharedInputs) -> None:
     gr.Markdown("How a ViT cuts the image into patches and what it does with them: the first layer is a convolution "
                 "with kernel = stride = patch size (its filters' principal components below), each position has a "
                 "learned (or fixed) embedding (cosine similarity of each position with all others), and tokens at "
                 "a layer can be compared (click a patch) or mapped to colours by PCA (\"islands\").")
     with gr.Row():
         with gr.Column(scale=1):
-            model_id, image, analyse = model_and_image(model_choices, default_model, "Image (click a patch)")
+            model_id, image = shared.pickers["transformer"], shared.image
+            analyse = gr.Button("Analyse", variant="primary")
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer for token similarity and islands")
         with gr.Column(scale=2):
             grid_plot = gr.Plot(label="Patch grid")
@@ -99,6 +105,7 @@ def build_patches_tab(model_choices: list[str], default_model: str) -> None:
     with gr.Row():
         residual = gr.Plot(label="Residual stream norms")
         correlation = gr.Plot(label="Attention-map correlation across layers")
+    export_button("Patches", [grid_plot, filters, positions, similarity, islands, residual, correlation])
     analyse.click(analyse_patches, [model_id, image, layer],
                   [layer, grid_plot, filters, positions, residual, correlation, similarity, islands],
                   api_name="patches_analyse", concurrency_limit=2)

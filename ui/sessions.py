@@ -31,6 +31,11 @@ class SessionStore:
             while len(self._items) > self.capacity:
                 self._items.popitem(last=False)
 
+    def peek(self, request: gr.Request | None, key: str) -> Any:
+        """The user's stored value, or None (for events that should do nothing before a first analysis)."""
+        with self._lock:
+            return self._items.get((self._id(request), key))
+
     def get(self, request: gr.Request | None, key: str, missing: str) -> Any:
         """The user's stored value, or a gr.Error with ``missing`` as the message."""
         with self._lock:

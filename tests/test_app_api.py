@@ -1,0 +1,190 @@
+"""The app through its real HTTP API: every endpoint is covered, bad inputs get messages and never stop the server,
+8 clients at once each get their own results, and `python app.py --check` passes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+from app_server import ROOT, running_app
+from gradio_client import Client, handle_file
+from PIL import Image
+
+from models import shapes
+
+CLASSES = shapes.class_names()
+ZERO_SHOT = ("default: a photo of a {}.", "", 1)
+CONCURRENCY_SEED = 626_262  # held out
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    with running_app() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A normal image and every kind of awkward upload."""
+    root = tmp_path_factory.mktemp("uploads")
+    example = shapes.make_dataset(1, seed=31, two_objects_prob=0.0)[0]
+    paths = {"normal": root / "normal.png"}
+    example.image.resize((160, 160)).save(paths["normal"])
+    (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"definitely not the rest of a PNG" * 20)
+    paths["corrupt"] = root / "corrupt.png"
+    Image.new("RGB", (1, 1), (200, 30, 30)).save(root / "one.png")
+    paths["1x1"] = root / "one.png"
+    ramp = (np.linspace(0, 65535, 96 * 96).reshape(96, 96)).astype(np.uint16)
+    Image.fromarray(ramp, mode="I;16").save(root / "sixteen.png")
+    paths["16-bit"] = root / "sixteen.png"
+    example.image.convert("RGBA").save(root / "rgba.png")
+    paths["RGBA"] = root / "rgba.png"
+    example.image.convert("CMYK").save(root / "cmyk.jpg")
+    paths["CMYK"] = root / "cmyk.jpg"
+    Image.new("1", (30_000, 30_000)).save(root / "bomb.png")  # a small file that decodes to 900 M pixels
+    paths["bomb"] = root / "bomb.png"
+    return {"label": example.label, **paths}
+
+
+def _value(update):
+    return update["value"] if isinstance(update, dict) and update.get("__type__") == "update" else update
+
+
+def _calls(files) -> dict[str, tuple]:
+    """One normal call per named endpoint, in an order where each finds the session its predecessors made."""
+    image = handle_file(str(files["normal"]))
+    return {
+        "/describe_model": ("bundled:mini-vit",),
+        "/attention_analyse": ("bundled:mini-clip", image, 1, "mean", 1.0),
+        "/attention_view": (2, "max", 0.5),
+        "/attention_rollout": ("mean", 0.2),
+        "/attention_relevancy": ("a green square",),
+        "/attention_zero_shot": ("a green square, a red circle",),
+        "/mean_attention_distance": ("bundled:mini-vit",),
+        "/patches_analyse": ("bundled:mini-vit", image, 1),
+        "/patches_layer": (2,),
+        "/cnn_analyse": ("bundled:mini-cnn", image, ""),
+        "/cnn_feature_maps": ("stages.1", "top-k by mean activation", 8, "", "per layer"),
+        "/cnn_filters": (),
+        "/cnn_kernel": ("module.resnet.encoder.stages.1.layers.0.layer.0.convolution", 3),
+        "/cnn_receptive_field": ("stages.1",),
+        "/cnn_cam": ("Grad-CAM", "stages.2", files["label"]),
+        "/cnn_probes": ("bundled:mini-cnn", image, "bundled:mini-vit", 4),
+        "/zero_shot_classify": ("bundled:mini-clip", image, ", ".join(CLASSES[:8] + [files["label"]]), *ZERO_SHOT),
+        "/softmax_sliders": (*[1.0] * 8, 0.0),
+        "/softmax_reset": (),
+        "/similarity_matrix": ("bundled:mini-clip", "procedural shapes and their captions", 3, None, ""),
+        "/embedding_embed": ("bundled:mini-clip", "procedural shapes (images + captions)", 40, 884_100, None, "", "",
+                             "a photo of a {}.", "PCA", "label", False, True),
+        "/embedding_view": ("PCA", "modality", True, False),
+        "/embedding_search": ("a red circle", 4, "PCA", "label", False, True),
+        "/embedding_point": (3,),
+        "/embedding_evaluate": (),
+        "/embedding_table": ("Parquet",),
+    }
+
+
+def test_every_endpoint_answers_a_normal_request(app_url, files):
+    client = Client(app_url, verbose=False)
+    calls = _calls(files)
+    named = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    exports = {name for name in named if name.endswith("_export")}
+    assert named - exports == set(calls), "every endpoint needs a call here"
+    results = {}
+    for name, args in calls.items():
+        results[name] = client.predict(*args, api_name=name)
+    assert _value(results["/cnn_analyse"][7]) == files["label"]
+    frame = pd.read_parquet(results["/embedding_table"])
+    assert set(frame["modality"]) == {"image", "text"} and "e0" in frame.columns
+    # every export gathers the figures the tab shows now into one interactive HTML page
+    attention = results["/attention_analyse"]
+    page = client.predict(attention[3], attention[4], attention[2], attention[5], None, None, None, None, None,
+                          api_name="/attention_export")
+    text = open(page, encoding="utf-8").read()
+    assert text.count("<h2>") == 4 and "<h2>Attention of the query</h2>" in text
+
+
+BAD_IMAGES = {"corrupt": "Cannot read the upload as an image", "bomb": "too many pixels"}
+AWKWARD_IMAGES = ["1x1", "16-bit", "RGBA", "CMYK"]
+
+
+@pytest.mark.parametrize("endpoint, args", [
+    ("/attention_analyse", lambda f: ("bundled:mini-clip", f, 1, "mean", 1.0)),
+    ("/cnn_analyse", lambda f: ("bundled:mini-cnn", f, "")),
+    ("/zero_shot_classify", lambda f: ("bundled:mini-clip", f, "red circle, blue star", *ZERO_SHOT)),
+])
+def test_bad_images_get_messages_and_awkward_ones_work(app_url, files, endpoint, args):
+    client = Client(app_url, verbose=False)
+    for kind, message in BAD_IMAGES.items():
+        with pytest.raises(Exception, match=message):
+            client.predict(*args(handle_file(str(files[kind]))), api_name=endpoint)
+        assert client.predict(*args(handle_file(str(files["normal"]))), api_name=endpoint)  # still serving
+    for kind in AWKWARD_IMAGES:
+        assert client.predict(*args(handle_file(str(files[kind]))), api_name=endpoint), kind
+
+
+def test_bad_text_and_model_ids_get_messages(app_url, files):
+    client = Client(app_url, verbose=False)
+    image = handle_file(str(files["normal"]))
+    with pytest.raises(Exception, match="label"):
+        client.predict("bundled:mini-clip", image, " , \n ", *ZERO_SHOT, api_name="/zero_shot_classify")
+    long_text = "a red circle " * 800  # 10,400 characters
+    result = client.predict("bundled:mini-clip", image, f"blue star, {long_text}", *ZERO_SHOT,
+                            api_name="/zero_shot_classify")
+    assert "truncated" in result[1]
+    for endpoint, args in (("/cnn_analyse", ("timm:no_such_model_anywhere", image, "")),
+                           ("/attention_analyse", ("nonsense:x", image, 1, "mean", 1.0)),
+                           ("/describe_model", ("bundled:missing",))):
+        with pytest.raises(Exception, match="(?i)unknown|no bundled|not"):
+            client.predict(*args, api_name=endpoint)
+    assert client.predict("bundled:mini-cnn", image, "", api_name="/cnn_analyse")
+
+
+def test_eight_clients_in_parallel_each_get_their_own_results(app_url, tmp_path):
+    examples = shapes.make_dataset(8, seed=CONCURRENCY_SEED, two_objects_prob=0.0, balanced=True)
+    paths = []
+    for i, example in enumerate(examples):
+        paths.append(tmp_path / f"client{i}.png")
+        example.image.save(paths[-1])
+    problems: list[str] = []
+
+    def one_client(i: int) -> None:
+        label, image = examples[i].label, handle_file(str(paths[i]))
+        client = Client(app_url, verbose=False)
+        try:
+            cnn = client.predict("bundled:mini-cnn", image, "", api_name="/cnn_analyse")
+            if _value(cnn[7]) != label:
+                problems.append(f"client {i}: CNN predicted {_value(cnn[7])!r} for {label!r}")
+            client.predict("bundled:mini-clip", image, ", ".join(CLASSES), "default: a photo of a {}.", "", 3,
+                           api_name="/zero_shot_classify")
+            attention = client.predict("bundled:mini-clip", image, 1, "mean", 1.0, api_name="/attention_analyse")
+            if "CLS" not in attention[-1]:
+                problems.append(f"client {i}: attention answered {attention[-1]!r}")
+            maps = client.predict("stages.0", "chosen channels", 4, str(i), "per unit", api_name="/cnn_feature_maps")
+            if f"ch {i}" not in str(maps):
+                problems.append(f"client {i}: feature maps for another request")
+            # the sliders come from this client's stored prediction: its own image's label must lead them
+            first_slider = client.predict(api_name="/softmax_reset")[0]
+            if first_slider["label"] != f"logit: {label}":
+                problems.append(f"client {i}: sliders of {first_slider['label']!r}, expected {label!r}")
+        except Exception as exc:  # noqa: BLE001 - collected and reported below
+            problems.append(f"client {i}: {type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=one_client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not problems, problems
+
+
+def test_self_check_passes():
+    result = subprocess.run([sys.executable, "app.py", "--check"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    lines = [line for line in result.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert len(lines) >= 13 and all(line.startswith("ok") for line in lines)
+    assert "views answered" in result.stdout

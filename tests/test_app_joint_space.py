@@ -1,0 +1,288 @@
+"""The Zero-shot & Softmax and Embedding space tabs through the app's real HTTP API (and, in a real browser, the
+map's hover thumbnail and click), including bad inputs answered with a message while the server keeps serving."""
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import numpy as np
+import pytest
+from app_server import running_app
+from gradio_client import Client, handle_file
+
+from models import load_model, shapes
+from models.embed import embed_folder_to_parquet
+
+VIEW = ["UMAP", "label", False, True]
+PROCEDURAL = "procedural shapes (images + captions)"
+FOLDER = "folder on the server"
+OUTPUT = "models.embed output folder"
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The app with one allowed folder holding a labelled set, an empty folder and a models.embed output."""
+    allowed = tmp_path_factory.mktemp("allowed")
+    shapes.export_folder(shapes.make_dataset(72, seed=884_001, two_objects_prob=0.0, balanced=True),
+                         allowed / "labelled")
+    (allowed / "empty" / "nothing").mkdir(parents=True)
+    embed_folder_to_parquet(load_model("bundled:mini-clip", device="cpu"), allowed / "labelled", allowed / "output")
+    outside = tmp_path_factory.mktemp("outside")
+    shapes.export_folder(shapes.make_dataset(6, seed=884_002), outside)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPSCOPE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        with running_app("--allow-folder", str(allowed)) as url:
+            yield {"url": url, "allowed": allowed, "outside": outside}
+
+
+def test_allowed_folders_are_checked_after_resolving_links(tmp_path):
+    from ui.embedding_tab import allowed_folder
+
+    root = (tmp_path / "root").resolve()
+    (root / "inner").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (root / "escape").symlink_to(tmp_path / "elsewhere")
+    assert allowed_folder(str(root / "inner"), [root]) == root / "inner"
+    assert allowed_folder(str(root), [root]) == root
+    with pytest.raises(ValueError, match="outside the folders"):
+        allowed_folder(str(root / "escape"), [root])
+    with pytest.raises(ValueError, match="outside the folders"):
+        allowed_folder(str(root / "inner" / ".." / ".."), [root])
+    with pytest.raises(ValueError, match="--allow-folder"):
+        allowed_folder(str(root), [])
+    with pytest.raises(ValueError, match="Type the path"):
+        allowed_folder("  ", [root])
+
+
+def test_the_launcher_refuses_an_allowed_folder_that_does_not_exist(tmp_path):
+    import app
+
+    assert app.parse_args(["--allow-folder", "a", "--allow-folder", "b"]).allow_folder == ["a", "b"]
+    with pytest.raises(SystemExit, match="not a folder"):
+        app.main(["--allow-folder", str(tmp_path / "missing")])
+
+
+@pytest.fixture()
+def client(served):
+    return Client(served["url"], verbose=False)
+
+
+@pytest.fixture()
+def image_file(tmp_path):
+    example = shapes.make_dataset(1, seed=884_003, two_objects_prob=0.0)[0]
+    path = tmp_path / "shape.png"
+    example.image.resize((128, 128)).save(path)
+    return path, example.label
+
+
+def values(array_or_list) -> np.ndarray:
+    """Plotly JSON arrays: plain lists or {"dtype", "bdata"} base64 typed arrays."""
+    if isinstance(array_or_list, dict) and "bdata" in array_or_list:
+        flat = np.frombuffer(base64.b64decode(array_or_list["bdata"]), dtype=np.dtype(array_or_list["dtype"]))
+        shape = array_or_list.get("shape")
+        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
+    return np.asarray(array_or_list)
+
+
+def figure(plot: dict) -> dict:
+    return json.loads(plot["plot"])
+
+
+def test_zero_shot_then_sliders_move_every_probability(client, image_file):
+    path, label = image_file
+    labels = f"red circle, blue square, green star, {label}, purple heart"
+    result = client.predict("bundled:mini-clip", handle_file(str(path)), labels, "default: a photo of a {}.", "", 3,
+                            api_name="/zero_shot_classify")
+    top_plot, notice, *sliders, log_t, probabilities_plot, entropy = result
+    bars = figure(top_plot)["data"][0]
+    assert bars["y"][-1] == label and len(bars["y"]) == 3                       # the true class on top
+    assert "5 labels × 1 template" in notice and "entropy" in entropy
+    assert [s["visible"] for s in sliders] == [True] * 5 + [False] * 3
+    assert sliders[0]["label"] == f"logit: {label}"
+    model_logits = [s["value"] for s in sliders[:5]]
+    slider_labels = [s["label"].removeprefix("logit: ") for s in sliders[:5]]
+
+    moved = 2
+    nudged = list(model_logits) + [0.0] * 3
+    nudged[moved] += 4.0
+    plot, text = client.predict(*nudged, 0.0, api_name="/softmax_sliders")
+    bars, reference = figure(plot)["data"]
+    after = dict(zip(bars["x"], values(bars["y"]), strict=True))
+    before = dict(zip(reference["x"], values(reference["y"]), strict=True))
+    assert sum(after.values()) == pytest.approx(1.0, abs=1e-9) and "sum to 1.000000" in text
+    assert after[slider_labels[moved]] > before[slider_labels[moved]]
+    assert all(after[name] < before[name] for name in slider_labels if name != slider_labels[moved])
+
+    flat, _ = client.predict(*model_logits, 0, 0, 0, 2.0, api_name="/softmax_sliders")   # T = 100
+    assert values(figure(flat)["data"][0]["y"]).max() < 0.3
+    *reset_sliders, reset_t, _, reset_text = client.predict(api_name="/softmax_reset")
+    assert [s["value"] for s in reset_sliders[:5]] == pytest.approx(model_logits) and reset_t["value"] == 0.0
+    assert "T = 1 " in reset_text
+
+
+def test_zero_shot_ensemble_custom_templates_and_truncation_notice(client, image_file):
+    path, label = image_file
+    long_label = "red circle " + "with a very long description that goes on " * 4
+    result = client.predict("bundled:mini-clip", handle_file(str(path)), f"{label}\n{long_label}",
+                            "ensemble of 8 templates", "", 2, api_name="/zero_shot_classify")
+    assert "8 template(s)" in result[1] and "truncated" in result[1] and "32 tokens" in result[1]
+    custom = client.predict("bundled:mini-clip", handle_file(str(path)), f"{label}, blue star", "custom",
+                            "a {}\na drawing of a {}", 2, api_name="/zero_shot_classify")
+    assert "2 template(s)" in custom[1] and figure(custom[0])["data"][0]["y"][-1] == label
+
+
+def test_zero_shot_bad_inputs_get_messages_and_the_server_keeps_serving(client, image_file):
+    path, label = image_file
+    args = (handle_file(str(path)), "a, b", "default: a photo of a {}.", "", 3)
+    with pytest.raises(Exception, match="at least one label"):
+        client.predict("bundled:mini-clip", handle_file(str(path)), " , \n", "default: a photo of a {}.", "", 3,
+                       api_name="/zero_shot_classify")
+    with pytest.raises(Exception, match="not CLIP"):
+        client.predict("bundled:mini-cnn", *args, api_name="/zero_shot_classify")
+    with pytest.raises(Exception, match="no bundled model of that name"):
+        client.predict("bundled:no-such-model", *args, api_name="/zero_shot_classify")
+    with pytest.raises(Exception, match="exactly once"):
+        client.predict("bundled:mini-clip", handle_file(str(path)), "a", "custom", "no placeholder", 3,
+                       api_name="/zero_shot_classify")
+    with pytest.raises(Exception, match="Upload an image"):
+        client.predict("bundled:mini-clip", None, "a", "default: a photo of a {}.", "", 3,
+                       api_name="/zero_shot_classify")
+    fresh = Client(client.src, verbose=False)
+    with pytest.raises(Exception, match="Classify an image first"):
+        fresh.predict(*[0.0] * 8, 0.0, api_name="/softmax_sliders")
+    result = client.predict("bundled:mini-clip", handle_file(str(path)), label, "default: a photo of a {}.", "", 1,
+                            api_name="/zero_shot_classify")
+    assert figure(result[0])["data"][0]["y"] == [label]
+
+
+def test_similarity_matrix_of_procedural_pairs_and_of_uploads(client, tmp_path):
+    cosine, halves, note = client.predict("bundled:mini-clip", "procedural shapes and their captions", 4, None, "",
+                                          api_name="/similarity_matrix")
+    heat = figure(cosine)
+    assert len(heat["layout"]["shapes"]) == 4 and len(heat["layout"]["images"]) == 4
+    rows_softmax = values(figure(halves)["data"][0]["z"])
+    np.testing.assert_allclose(rows_softmax.sum(axis=1), 1.0, atol=1e-9)
+    assert "4 images × 4 texts" in note and "contrastive loss" in note
+    paths = []
+    for i, example in enumerate(shapes.make_dataset(2, seed=884_004, two_objects_prob=0.0)):
+        paths.append(tmp_path / f"{i}.png")
+        example.image.save(paths[-1])
+    cosine, _, note = client.predict("bundled:mini-clip", "my images and texts", 4,
+                                     [handle_file(str(p)) for p in paths], "a red star\na blue circle\na green cross",
+                                     api_name="/similarity_matrix")
+    assert values(figure(cosine)["data"][0]["z"]).shape == (2, 3) and "2 images × 3 texts" in note
+    with pytest.raises(Exception, match="at least one text"):
+        client.predict("bundled:mini-clip", "my images and texts", 4, [handle_file(str(paths[0]))], " ",
+                       api_name="/similarity_matrix")
+
+
+def _map(html: str) -> dict:
+    view = json.loads(html)
+    assert len(view["token"]) >= 16
+    return view["figure"]
+
+
+def test_embedding_map_search_point_gap_and_cache(client):
+    html, info, gap = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.",
+                                     *VIEW, api_name="/embedding_embed")
+    assert len(html) < 2 * 2**20
+    fig = _map(html)
+    assert {trace["type"] for trace in fig["data"]} == {"scattergl"}
+    ids = np.concatenate([values(t["customdata"]) for t in fig["data"] if t["mode"] == "markers"])
+    texts = int(info.split(" texts:")[0].split()[-1])
+    assert sorted(ids.tolist()) == list(range(60 + texts))
+    assert "60 images embedded" in info and "(0 from the embedding cache" in info and "Modality gap" in info
+    assert [t["type"] for t in figure(gap)["data"]] == ["histogram", "histogram"]
+
+    again = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.", *VIEW,
+                           api_name="/embedding_embed")
+    assert "(60 from the embedding cache" in again[1]
+
+    pca = _map(client.predict("PCA", "modality", True, False, api_name="/embedding_view"))
+    assert "PCA" in pca["layout"]["title"]["text"] and "modality means removed" in pca["layout"]["title"]["text"]
+    assert [t["name"] for t in pca["data"]] == ["images", "captions", "class prompts"]
+
+    html, gallery, note = client.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
+    red_circles = sum(e.label == "red circle" for e in shapes.make_dataset(60, seed=884_005))
+    assert len(gallery) == 3 and red_circles >= 1
+    assert all("red circle" in item["caption"] for item in gallery[:min(3, red_circles)]), gallery
+    assert _map(html)["data"][-1]["name"] == "query: top 3" and "original 128-d space" in note
+
+    image, text = client.predict(5, api_name="/embedding_point")
+    assert image is not None and "**image 5**" in text and "caption:" in text
+    _, text = client.predict(60, api_name="/embedding_point")
+    assert "**text 0** (caption)" in text
+    with pytest.raises(Exception, match="does not exist"):
+        client.predict(10_000, api_name="/embedding_point")
+
+    summary, per_class, confusion = client.predict(api_name="/embedding_evaluate")
+    assert "top-1" in summary and "top-5" in summary
+    assert figure(per_class)["data"][0]["type"] == "bar" and figure(confusion)["data"][0]["type"] == "heatmap"
+
+
+def test_folders_are_read_only_inside_the_allowed_ones(client, served):
+    allowed, outside = served["allowed"], served["outside"]
+    args = ("", "a photo of a {}.", "PCA", "zero-shot prediction", False, True)
+    html, info, _ = client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / "labelled"), *args,
+                                   api_name="/embedding_embed")
+    assert "72 images embedded" in info and "36 class prompts" in info
+    summary, _, _ = client.predict(api_name="/embedding_evaluate")
+    top1 = float(summary.split("top-1 **")[1].split("%")[0])
+    assert top1 >= 90.0, summary
+
+    _, info, _ = client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(allowed / "output"), *args,
+                                api_name="/embedding_embed")
+    assert "Read 72 image" in info and "from disk" in info
+
+    with pytest.raises(Exception, match="outside the folders this app may read"):
+        client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(outside), *args, api_name="/embedding_embed")
+    with pytest.raises(Exception, match="outside the folders"):
+        client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / ".." / outside.name), *args,
+                       api_name="/embedding_embed")
+    with pytest.raises(Exception, match="holds no images"):
+        client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / "empty"), *args,
+                       api_name="/embedding_embed")
+    with pytest.raises(Exception, match="not an output of models.embed"):
+        client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(allowed / "labelled"), *args,
+                       api_name="/embedding_embed")
+    with pytest.raises(Exception, match="not CLIP"):
+        client.predict("bundled:mini-vit", PROCEDURAL, 10, 0, None, "", *args, api_name="/embedding_embed")
+    with pytest.raises(Exception, match="held out"):
+        client.predict("bundled:mini-clip", PROCEDURAL, 10, 2_000_000_000, None, "", *args,
+                       api_name="/embedding_embed")
+    fresh = Client(client.src, verbose=False)
+    with pytest.raises(Exception, match="Press Embed first"):
+        fresh.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
+    assert client.predict("a blue star", 2, *VIEW, api_name="/embedding_search")[1]   # still serving
+
+
+@pytest.mark.browser
+def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=flags)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(served["url"])
+        page.get_by_role("tab", name="Embedding space").click()
+        page.get_by_role("button", name="Embed", exact=True).click()
+        page.wait_for_function("document.querySelector('.cs-map .main-svg') !== null", timeout=120_000)
+        page.locator(".cs-map").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        x, y, index = page.evaluate("""() => {
+            const graph = document.querySelector('.cs-map');
+            const trace = graph._fullData.find(t => t.mode === 'markers');
+            const layout = graph._fullLayout, box = graph.getBoundingClientRect();
+            return [box.left + layout._size.l + layout.xaxis.l2p(trace.x[0]),
+                    box.top + layout._size.t + layout.yaxis.l2p(trace.y[0]), trace.customdata[0]]; }""")
+        page.mouse.move(x, y)
+        page.wait_for_function("document.querySelector('.cs-thumb').style.display === 'block'", timeout=30_000)
+        assert page.evaluate("document.querySelector('.cs-thumb').src").startswith("data:image/jpeg;base64,")
+        assert "shapes 616161#" in page.inner_text(".cs-caption")
+        page.mouse.click(x, y)
+        page.wait_for_function(f"document.body.innerText.includes('image {index}: shapes')", timeout=30_000)
+        assert "Traceback" not in page.inner_text("body")
+        page.screenshot(path=str(tmp_path / "embedding_tab.png"), full_page=True)
+        browser.close()

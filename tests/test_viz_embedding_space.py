@@ -1,0 +1,140 @@
+"""Joint-space analysis against brute-force references: modality gap, pair similarities, retrieval, zero-shot
+evaluation (confusion matrix checked with scikit-learn), and the cached projections."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import confusion_matrix as sklearn_confusion
+
+from viz.embedding_space import (
+    ProjectionCache,
+    confusion_matrix,
+    evaluate_zero_shot,
+    joint_matrix,
+    modality_gap,
+    pair_similarities,
+    retrieve,
+    umap_2d,
+)
+
+
+def unit(v):
+    return np.asarray(v, dtype=np.float64) / np.linalg.norm(v)
+
+
+@pytest.fixture()
+def joint():
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(40, 16)) + 2.0      # a shared offset per modality: a gap to find
+    texts = rng.normal(size=(12, 16)) - 1.0
+    return images.astype(np.float32), texts.astype(np.float32)
+
+
+def test_modality_gap_is_the_distance_between_normalised_centroids(joint):
+    images, texts = joint
+    image_centroid = sum(unit(v) for v in images) / len(images)
+    text_centroid = sum(unit(v) for v in texts) / len(texts)
+    gap = modality_gap(images * 7.0, texts)   # scale does not matter: embeddings are normalised first
+    assert gap.length == pytest.approx(float(np.sqrt(((image_centroid - text_centroid) ** 2).sum())), rel=1e-5)
+    np.testing.assert_allclose(gap.vector, image_centroid - text_centroid, atol=1e-6)
+    assert modality_gap(images, images).length == pytest.approx(0.0, abs=1e-6)
+
+
+def test_removing_each_modalitys_mean_closes_the_gap(joint):
+    images, texts = joint
+    centred = joint_matrix(images, texts, remove_gap=True)
+    np.testing.assert_allclose(centred[:40].mean(axis=0), 0.0, atol=1e-6)
+    np.testing.assert_allclose(centred[40:].mean(axis=0), 0.0, atol=1e-6)
+    plain = joint_matrix(images, texts)
+    np.testing.assert_allclose(np.linalg.norm(plain, axis=1), 1.0, atol=1e-6)
+
+
+def test_pair_similarities_match_a_double_loop(joint):
+    images, texts = joint
+    image_text = np.array([i % 10 if i % 4 else -1 for i in range(40)])  # every 4th image has no text
+    pairs = pair_similarities(images, texts, image_text)
+    used = sorted(set(image_text[image_text >= 0]))
+    matching, non_matching = [], []
+    for i, own in enumerate(image_text):
+        if own < 0:
+            continue
+        for j in used:
+            cosine = float(unit(images[i]) @ unit(texts[j]))
+            (matching if j == own else non_matching).append(cosine)
+    np.testing.assert_allclose(np.sort(pairs.matching), np.sort(matching), atol=1e-5)
+    np.testing.assert_allclose(np.sort(pairs.non_matching), np.sort(non_matching), atol=1e-5)
+    sampled = pair_similarities(images, texts, image_text, max_non_matching=50)
+    assert len(sampled.non_matching) == 50
+    assert np.abs(sampled.non_matching[:, None] - np.array(non_matching)[None, :]).min(axis=1).max() < 1e-5
+    with pytest.raises(ValueError, match="No image has a matching text"):
+        pair_similarities(images, texts, np.full(40, -1))
+
+
+def test_retrieval_is_a_brute_force_argsort_in_the_original_space(joint):
+    images, texts = joint
+    for query in texts[:4]:
+        order, scores = retrieve(query, images, k=7)
+        brute = [float(unit(v) @ unit(query)) for v in images]
+        expected = sorted(range(len(images)), key=lambda i: -brute[i])[:7]
+        assert order.tolist() == expected
+        np.testing.assert_allclose(scores, [brute[i] for i in expected], atol=1e-5)
+    assert len(retrieve(texts[0], images, k=100)[0]) == 40
+
+
+def test_confusion_matrix_agrees_with_scikit_learn():
+    rng = np.random.default_rng(1)
+    truth, predicted = rng.integers(0, 7, 300), rng.integers(0, 7, 300)
+    np.testing.assert_array_equal(confusion_matrix(truth, predicted, 7),
+                                  sklearn_confusion(truth, predicted, labels=list(range(7))))
+
+
+def test_zero_shot_evaluation_matches_a_reference():
+    rng = np.random.default_rng(5)
+    classes = [f"class {c}" for c in range(6)]
+    prompts = rng.normal(size=(6, 10))
+    truth = rng.integers(0, 6, 90)
+    images = prompts[truth] + rng.normal(scale=1.4, size=(90, 10))
+    labels = [classes[t] for t in truth] + [None, "unknown"]         # unlabelled images are skipped
+    images = np.vstack([images, rng.normal(size=(2, 10))])
+    evaluation = evaluate_zero_shot(images, labels, classes, prompts)
+    scores = np.array([[unit(v) @ unit(p) for p in prompts] for v in images[:90]])
+    ranked = [sorted(range(6), key=lambda c, row=row: -row[c]) for row in scores]
+    assert evaluation.top1 == pytest.approx(np.mean([r[0] == t for r, t in zip(ranked, truth, strict=True)]))
+    assert evaluation.top5 == pytest.approx(np.mean([t in r[:5] for r, t in zip(ranked, truth, strict=True)]))
+    np.testing.assert_array_equal(evaluation.confusion,
+                                  sklearn_confusion(truth, [r[0] for r in ranked], labels=list(range(6))))
+    for c in range(6):
+        rows = truth == c
+        assert evaluation.per_class[c] == pytest.approx(np.mean(np.array([r[0] for r in ranked])[rows] == c))
+    worst = evaluation.worst_first
+    assert np.all(np.diff(evaluation.per_class[worst]) >= 0)
+    assert evaluation.top1 < 1.0 and evaluation.top5 > evaluation.top1
+    with pytest.raises(ValueError, match="No labelled images"):
+        evaluate_zero_shot(images, [None] * len(images), classes, prompts)
+
+
+def test_projections_are_computed_once_and_cached(joint):
+    images, texts = joint
+    cache = ProjectionCache()
+    first = cache.get(images, texts, "pca")
+    again = cache.get(images.copy(), texts.copy(), "pca")
+    assert again is first and cache.computed == 1
+    assert first.coords.shape == (52, 2) and first.image_coords.shape == (40, 2) and first.text_coords.shape == (12, 2)
+    assert cache.get(images, texts, "pca", remove_gap=True) is not first and cache.computed == 2
+    umap_map = cache.get(images, texts, "umap")
+    assert umap_map.coords.shape == (52, 2) and np.isfinite(umap_map.coords).all() and cache.computed == 3
+    with pytest.raises(ValueError, match="Unknown projection"):
+        cache.get(images, texts, "tsne")
+
+
+def test_umap_separates_clusters_and_refuses_too_few_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 64)) * 5
+    points = np.vstack([c + rng.normal(size=(30, 64)) for c in centres]).astype(np.float32)
+    coords = umap_2d(points)
+    groups = [coords[i * 30:(i + 1) * 30] for i in range(3)]
+    within = max(np.linalg.norm(g - g.mean(0), axis=1).mean() for g in groups)
+    between = min(np.linalg.norm(a.mean(0) - b.mean(0)) for i, a in enumerate(groups) for b in groups[i + 1:])
+    assert between > 2 * within
+    with pytest.raises(ValueError, match="at least 5 points"):
+        umap_2d(points[:4])

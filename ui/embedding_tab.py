@@ -1,0 +1,332 @@
+"""Embedding space tab: embed a set of images and texts, map it (UMAP / PCA), search it with a text, measure the
+modality gap and evaluate zero-shot accuracy of a labelled folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+
+from models import shapes
+from models.embed import (
+    DEFAULT_CLASS_TEMPLATE,
+    EmbeddingCache,
+    EmbeddingSet,
+    ImageItem,
+    embed_set,
+    embed_texts,
+    embedding_table,
+    load_embedding_output,
+    scan_folder,
+)
+from ui.errors import user_errors
+from ui.examples import example_paths
+from ui.export import export_button, export_path
+from ui.plotly_html import map_value, new_token, plotly_map
+from ui.sessions import STORE, SessionStore
+from ui.shared_inputs import SharedInputs
+from ui.zero_shot_tab import load_clip
+from viz.embedding_figures import (
+    confusion_figure,
+    embedding_map_figure,
+    modality_gap_figure,
+    per_class_accuracy_figure,
+    thumbnail_data_url,
+)
+from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project, retrieve
+from viz.zero_shot import parse_templates, truncation_notice
+
+KEY = "embedding"
+NOT_YET = "Press Embed first."
+SOURCES = ["procedural shapes (images + captions)", "example photos", "uploaded images", "folder on the server",
+           "models.embed output folder"]
+METHODS = ["UMAP", "PCA"]
+COLOURS = {"modality": "modality", "label": "label", "zero-shot prediction": "prediction"}
+EXPLORER_SEED = 616_161  # held out: training seeds are >= shapes.TRAIN_SEED_START
+MAX_PROCEDURAL = 2000
+_MAPS = SessionStore(capacity=64)  # map token -> EmbeddingSet, for hover look-ups
+
+
+def _by_token(token: str) -> SimpleNamespace:
+    return SimpleNamespace(session_hash=f"map:{token}")
+
+
+def allowed_folder(path_text: str, allowed: list[Path]) -> Path:
+    """The folder, resolved, if it lies inside one of the folders the launcher allowed (``--allow-folder``)."""
+    if not (path_text or "").strip():
+        raise ValueError("Type the path of a folder on the server.")
+    if not allowed:
+        raise ValueError("This app reads no folders on the server: start it with --allow-folder DIR to allow one.")
+    folder = Path(path_text.strip()).expanduser().resolve()
+    if not any(folder == root or root in folder.parents for root in allowed):
+        raise ValueError(f"{folder} is outside the folders this app may read "
+                         f"({', '.join(str(root) for root in allowed)}). Start it with --allow-folder to allow more.")
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder.")
+    return folder
+
+
+def _items(source: str, count: float, seed: float, uploads, folder: str, allowed: list[Path]) -> list[ImageItem]:
+    if source == SOURCES[0]:
+        count = int(count)
+        if not 1 <= count <= MAX_PROCEDURAL:
+            raise ValueError(f"Choose between 1 and {MAX_PROCEDURAL} procedural images.")
+        seed = int(seed)
+        if not 0 <= seed < shapes.TRAIN_SEED_START:
+            raise ValueError(f"Use a seed in [0, {shapes.TRAIN_SEED_START}) (held out from training).")
+        return [ImageItem(e.image, e.label, e.caption, f"shapes {seed}#{i}")
+                for i, e in enumerate(shapes.make_dataset(count, seed=seed))]
+    if source == SOURCES[1]:
+        return [ImageItem(path, None, None, Path(path).stem) for path in example_paths()]
+    if source == SOURCES[2]:
+        paths = [getattr(f, "name", f) for f in (uploads or [])]
+        if not paths:
+            raise ValueError("Upload some images first.")
+        return [ImageItem(path, None, None, Path(path).name) for path in paths]
+    return scan_folder(allowed_folder(folder, allowed))
+
+
+def _class_labels(text: str) -> list[str]:
+    return [x.strip() for x in (text or "").replace("\n", ",").split(",") if x.strip()]
+
+
+def _predictions(es: EmbeddingSet) -> list[str] | None:
+    if not es.class_text:
+        return None
+    rows = [es.class_text[name] for name in es.class_names]
+    best = class_scores(es.image_embeddings, es.text_embeddings[rows]).argmax(axis=1)
+    return [es.class_names[i] for i in best]
+
+
+def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> str:
+    es = state["set"]
+    mode = COLOURS.get(colour, "modality")
+    if mode == "prediction" and state["predictions"] is None:
+        raise ValueError("This set has no class labels to predict: type some class labels and press Embed again.")
+    projection = project(es.image_embeddings, es.text_embeddings, method.lower(), bool(remove_gap))
+    figure = embedding_map_figure(es, projection, mode, state["predictions"], state["highlight"], bool(lines))
+    return map_value(figure.to_json(), state["token"])
+
+
+def _gap(es: EmbeddingSet):
+    """The gap figure and a sentence, or (None, reason) when the set has no image-text pairs."""
+    if not len(es.texts):
+        return None, "No texts: type class labels to add text points and measure the modality gap."
+    gap = modality_gap(es.image_embeddings, es.text_embeddings)
+    pairs = es.image_caption.copy()
+    if (pairs < 0).all() and es.class_text:  # no captions: an image's matching text is its class prompt
+        pairs = np.array([es.class_text.get(label, -1) if label else -1 for label in es.labels])
+    if (pairs < 0).all():
+        return None, f"Modality gap ‖mean image − mean text‖ = {gap.length:.3f} (no image-text pairs to compare)."
+    similarities = pair_similarities(es.image_embeddings, es.text_embeddings, pairs)
+    return (modality_gap_figure(similarities, gap),
+            f"Modality gap ‖mean image − mean text‖ = **{gap.length:.3f}**; matching pairs' mean cosine "
+            f"{similarities.matching.mean():.3f}, non-matching {similarities.non_matching.mean():.3f}.")
+
+
+def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> None:
+    allowed = [Path(folder).expanduser().resolve() for folder in allowed_folders]
+
+    def point_info(reference: str) -> dict:
+        """Thumbnail and description of one map point (asked by the page on hover)."""
+        token, _, index = reference.partition(":")
+        try:
+            es = _MAPS.get(_by_token(token), "map", "gone")
+            i = int(index)
+            if 0 <= i < len(es.images):
+                item = es.images[i]
+                text = " · ".join(x for x in (item.name, item.label, item.caption) if x)
+                src = thumbnail_data_url(item.open(), 96) if item.source is not None else ""
+                return {"src": src, "text": text}
+            j = i - len(es.images)
+            if 0 <= j < len(es.texts):
+                return {"src": "", "text": f"{es.text_kinds[j]}: {es.texts[j]}"}
+        except (gr.Error, ValueError, OSError):
+            pass
+        return {}
+
+    @user_errors
+    def embed(model_id: str, source: str, count: float, seed: float, uploads, folder: str, labels_text: str,
+              template: str, method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request,
+              progress: gr.Progress = gr.Progress()):
+        """Embed the chosen images (and their captions and class prompts), then draw the map."""
+        cached = [None]
+        if source == SOURCES[4]:
+            es = load_embedding_output(allowed_folder(folder, allowed))
+            note = f"Read {len(es.images)} image and {len(es.texts)} text embeddings of {es.model_id} from disk."
+        else:
+            model = load_clip(model_id)
+            items = _items(source, count, seed, uploads, folder, allowed)
+            template = parse_templates(template or DEFAULT_CLASS_TEMPLATE)[0]
+
+            def on_progress(done: int, total: int) -> None:
+                if cached[0] is None:
+                    cached[0] = done
+                progress((done, total), desc="Embedding images", unit="images")
+
+            es = embed_set(model, items, template=template, extra_labels=_class_labels(labels_text),
+                           cache=EmbeddingCache(model), on_progress=on_progress)
+            note = (f"{len(es.images)} images embedded with {es.model_id} ({cached[0] or 0} from the embedding "
+                    f"cache, no model run for those).")
+            truncated = truncation_notice(model, es.texts)
+            if truncated:
+                note += f"\n\n⚠️ {truncated}"
+        token = new_token()
+        state = {"set": es, "token": token, "highlight": [], "predictions": _predictions(es)}
+        STORE.put(request, KEY, state)
+        _MAPS.put(_by_token(token), "map", es)
+        progress(0.95, desc=f"{method} projection")
+        map_html = _map(state, method, colour, remove_gap, lines)
+        gap_figure, gap_note = _gap(es)
+        captions = es.text_kinds.count("caption")
+        info = (f"{note}\n\n{len(es.texts)} texts: {captions} captions, {len(es.texts) - captions} class prompts. "
+                f"{gap_note}")
+        return map_html, info, gap_figure
+
+    @user_errors
+    def redraw(method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request):
+        """Projection, colouring, gap removal or lines changed: redraw from the stored embeddings (no model)."""
+        return _map(STORE.get(request, KEY, NOT_YET), method, colour, remove_gap, lines)
+
+    @user_errors
+    def search(query: str, k: float, method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request):
+        """The k images nearest to a text query, found in the original space, highlighted and shown as a gallery."""
+        state = STORE.get(request, KEY, NOT_YET)
+        es = state["set"]
+        query = (query or "").strip()
+        if not query:
+            raise ValueError("Type a text query, e.g. “a red circle”.")
+        model = load_clip(es.model_id)
+        vector = embed_texts(model, [query])[0]
+        order, scores = retrieve(vector, es.image_embeddings, int(k))
+        state["highlight"] = order.tolist()
+        gallery = []
+        for rank, (index, score) in enumerate(zip(order, scores, strict=True), start=1):
+            item = es.images[index]
+            if item.source is not None:
+                image = item.open().convert("RGB")
+                image.thumbnail((128, 128))
+                gallery.append((image, f"{rank}. {score:.3f} {item.caption or item.label or item.name}"))
+        notice = truncation_notice(model, [query])
+        info = f"Top {len(order)} images for “{query}” by cosine in the original {len(vector)}-d space."
+        if notice:
+            info += f"\n\n⚠️ {notice}"
+        return _map(state, method, colour, remove_gap, lines), gallery, info
+
+    @user_errors
+    def show_point(index: float, request: gr.Request):
+        """One point of the map: an image with its label and caption, or a text."""
+        es = STORE.get(request, KEY, NOT_YET)["set"]
+        i = int(index)
+        if 0 <= i < len(es.images):
+            item = es.images[i]
+            image = item.open().convert("RGB") if item.source is not None else None
+            if image is not None:
+                image.thumbnail((256, 256))
+            lines = [f"**image {i}**: {item.name}", f"label: {item.label or '—'}", f"caption: {item.caption or '—'}"]
+            return image, "\n\n".join(lines)
+        j = i - len(es.images)
+        if 0 <= j < len(es.texts):
+            return None, f"**text {j}** ({es.text_kinds[j]}): {es.texts[j]}"
+        raise ValueError(f"Point {i} does not exist: the map has {len(es.images) + len(es.texts)} points.")
+
+    def clicked_point(event: gr.EventData, request: gr.Request):
+        return show_point(getattr(event, "point", -1), request)
+
+    @user_errors
+    def evaluate(request: gr.Request):
+        """Zero-shot accuracy of the labelled images against the class prompts: top-1, top-5, per class."""
+        es = STORE.get(request, KEY, NOT_YET)["set"]
+        if not es.class_text:
+            raise ValueError("The images have no labels: evaluate a labelled folder (one subfolder per class) or "
+                             "the procedural shapes.")
+        rows = [es.class_text[name] for name in es.class_names]
+        evaluation = evaluate_zero_shot(es.image_embeddings, es.labels, es.class_names, es.text_embeddings[rows])
+        worst = evaluation.worst_first[:3]
+        summary = (f"Zero-shot over {len(es.class_names)} classes ({len(evaluation.truth)} labelled images, "
+                   f"prompt “{es.template}”): top-1 **{evaluation.top1:.1%}**, top-5 **{evaluation.top5:.1%}**. "
+                   "Worst: " + ", ".join(f"{evaluation.class_names[i]} {evaluation.per_class[i]:.0%}" for i in worst))
+        return summary, per_class_accuracy_figure(evaluation), confusion_figure(evaluation)
+
+    @user_errors
+    def export_table(file_format: str, request: gr.Request):
+        """The embedded set as a table (one row per image or text, one column per dimension) to download."""
+        es = STORE.get(request, KEY, NOT_YET)["set"]
+        table = embedding_table(es)
+        if file_format == "Parquet":
+            path = export_path("embeddings", ".parquet")
+            table.to_parquet(path, index=False)
+        else:
+            path = export_path("embeddings", ".csv")
+            table.to_csv(path, index=False)
+        return str(path)
+
+    folders_note = (", ".join(f"`{folder}`" for folder in allowed) if allowed
+                    else "none (start the app with `--allow-folder DIR`)")
+    gr.Markdown("Images and texts in CLIP's joint space. Every comparison (nearest images, zero-shot, the gap) is "
+                "computed on the normalised embeddings in the original space; the map is only a picture. Images "
+                "and texts split apart on the map: that is the **modality gap**; remove each modality's mean to see "
+                f"the map without it. Folders this app may read: {folders_note}.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            model_id = shared.pickers["clip"]
+            source = gr.Radio(SOURCES, value=SOURCES[0], label="Images")
+            count = gr.Slider(10, MAX_PROCEDURAL, value=360, step=10, label="Procedural images")
+            seed = gr.Number(value=EXPLORER_SEED, precision=0, label="Procedural seed")
+            uploads = gr.File(file_count="multiple", file_types=["image"], label="Uploaded images")
+            folder = gr.Textbox(label="Folder on the server (subfolders = labels, optional captions.csv) or a "
+                                      "models.embed output folder", value=str(allowed[0]) if allowed else "")
+            labels_text = gr.Textbox(label="Extra class labels (comma-separated): text points, and the classes of "
+                                           "the zero-shot colouring", lines=2)
+            template = gr.Textbox(label="Class prompt template", value=DEFAULT_CLASS_TEMPLATE)
+            embed_button = gr.Button("Embed", variant="primary")
+        with gr.Column(scale=3):
+            with gr.Row():
+                method = gr.Radio(METHODS, value=METHODS[0], label="Projection")
+                colour = gr.Radio(list(COLOURS), value="label", label="Colour by")
+                remove_gap = gr.Checkbox(value=False, label="Remove each modality's mean (close the gap)")
+                lines = gr.Checkbox(value=True, label="Lines image ↔ caption")
+            map_html = plotly_map(point_info, label="Joint embedding map")
+            info = gr.Markdown()
+    with gr.Row():
+        with gr.Column(scale=1):
+            query = gr.Textbox(label="Text query", value="a red circle")
+            k = gr.Slider(1, 32, value=8, step=1, label="Nearest images")
+            search_button = gr.Button("Search")
+            query_info = gr.Markdown()
+        with gr.Column(scale=3):
+            gallery = gr.Gallery(label="Nearest images (original space)", columns=8, height=220)
+    with gr.Row():
+        with gr.Column(scale=1):
+            point_index = gr.Number(value=0, precision=0, label="Point (or click one on the map)")
+            point_button = gr.Button("Show point")
+            point_text = gr.Markdown()
+        with gr.Column(scale=1):
+            point_image = gr.Image(label="Point", height=256, interactive=False)
+        with gr.Column(scale=2):
+            gap_plot = gr.Plot(label="Modality gap: matching vs non-matching pairs")
+    evaluate_button = gr.Button("Zero-shot evaluation of the labelled images")
+    evaluation_info = gr.Markdown()
+    with gr.Row():
+        per_class_plot = gr.Plot(label="Per-class accuracy")
+        confusion_plot = gr.Plot(label="Confusion matrix")
+
+    export_button("Embedding space", [gap_plot, per_class_plot, confusion_plot])
+    with gr.Row():
+        table_format = gr.Radio(["CSV", "Parquet"], value="CSV", label="Embedding table format", scale=1)
+        table_button = gr.Button("Export the embedding table", size="sm", scale=1)
+        table_file = gr.File(label="Download", interactive=False, scale=2)
+    table_button.click(export_table, table_format, table_file, api_name="embedding_table")
+    view = [method, colour, remove_gap, lines]
+    embed_button.click(embed, [model_id, source, count, seed, uploads, folder, labels_text, template, *view],
+                       [map_html, info, gap_plot], api_name="embedding_embed", concurrency_limit=2)
+    for control in view:
+        control.change(redraw, view, map_html, api_name="embedding_view" if control is method else False,
+                       concurrency_limit=2)
+    search_button.click(search, [query, k, *view], [map_html, gallery, query_info], api_name="embedding_search",
+                        concurrency_limit=2)
+    point_button.click(show_point, point_index, [point_image, point_text], api_name="embedding_point")
+    map_html.click(user_errors(clicked_point), None, [point_image, point_text], api_name=False)
+    evaluate_button.click(evaluate, None, [evaluation_info, per_class_plot, confusion_plot],
+                          api_name="embedding_evaluate")

@@ -1,0 +1,125 @@
+"""The inputs every view tab shares: one image (upload, paste, examples; a click picks a location) and one model
+picker per family, each loading its model as soon as it changes, with progress.
+
+Images are decoded by clipscope (models.images.open_image), not by Gradio, so that corrupt files, decompression
+bombs, 16-bit, CMYK, palette and multi-frame images all get the same safe handling and a clear message.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import gradio as gr
+from PIL import Image
+
+from models import load_model
+from models.catalog import REAL_MODELS, bundled_models
+from models.images import ImageInputError, open_image
+from ui.errors import user_errors
+from ui.examples import example_paths
+
+FAMILIES = {  # picker -> (label, (family, image tower) pairs it offers, tabs that use it)
+    "transformer": ("ViT or CLIP model", (("vit", "vit"), ("clip", "vit")), "Attention, Patches"),
+    "cnn": ("CNN model", (("cnn", "cnn"), ("clip", "cnn")), "CNN"),
+    "clip": ("CLIP model", (("clip", "vit"), ("clip", "cnn")), "Zero-shot & Softmax, Embedding space"),
+}
+DEFAULTS = {"transformer": "bundled:mini-clip", "cnn": "bundled:mini-cnn", "clip": "bundled:mini-clip"}
+
+
+class ImageInput(gr.Image):
+    """gr.Image that hands handlers a safely decoded RGB PIL image (or a clear gr.Error), whatever was uploaded."""
+
+    is_template = True  # drawn by gr.Image's own front end; build it with type="filepath", image_mode=None
+
+    def preprocess(self, payload) -> Image.Image | None:
+        try:
+            path = super().preprocess(payload)  # type="filepath", no mode: Gradio only reads the header
+        except Image.DecompressionBombError as exc:
+            raise gr.Error(f"The image has too many pixels (a decompression-bomb guard): {exc}",
+                           print_exception=False) from None
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file, not the server
+            raise gr.Error(f"Cannot read the upload as an image ({type(exc).__name__}). Use a PNG, JPEG, WebP, "
+                           "GIF, BMP or TIFF file.", print_exception=False) from None
+        if path is None:
+            return None
+        try:
+            return open_image(path)
+        except ImageInputError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+
+
+@dataclass
+class SharedInputs:
+    """The shared image and the per-family model pickers (Gradio components)."""
+
+    image: ImageInput
+    pickers: dict[str, gr.Dropdown]
+    status: gr.Markdown
+
+
+def model_kind(model_id: str) -> tuple[str, str] | None:
+    """(family, image tower) of an id: from the catalog, else by loading it (the launcher's models are loaded at
+    start-up anyway); None when it cannot be loaded now (it is then offered in every picker)."""
+    known = {m.id: (m.family, m.image_tower) for m in bundled_models() + list(REAL_MODELS)}
+    if model_id in known:
+        return known[model_id]
+    try:
+        model = load_model(model_id)
+    except Exception:  # noqa: BLE001 - reported when the user picks it
+        return None
+    return model.family, (model.visual.family if model.family == "clip" else model.family)
+
+
+def family_choices(family: str, extra: list[str]) -> list[str]:
+    """Ids offered by one picker: the user's --model ids that fit, then bundled models, then real checkpoints."""
+    wanted = FAMILIES[family][1]
+    known = bundled_models() + list(REAL_MODELS)
+    fitting = [i for i in extra if model_kind(i) in (*wanted, None)]
+    return list(dict.fromkeys(fitting + [m.id for m in known if (m.family, m.image_tower) in wanted]))
+
+
+def default_ids(extra_models: list[str]) -> dict[str, str]:
+    """The model each picker starts on: the first --model id that fits the family, else the bundled default."""
+    chosen = {}
+    for family in FAMILIES:
+        choices = family_choices(family, extra_models)
+        fitting = [i for i in extra_models if i in choices]
+        chosen[family] = fitting[0] if fitting else DEFAULTS[family]
+    return chosen
+
+
+@user_errors
+def load_picked(model_id: str, progress: gr.Progress = gr.Progress()) -> str:
+    """Load the picked model (once; it stays cached) and say what it is."""
+    model_id = (model_id or "").strip()
+    if not model_id:
+        return ""
+    progress(0.2, desc=f"Loading {model_id}")
+    start = time.perf_counter()
+    model = load_model(model_id)
+    seconds = time.perf_counter() - start
+    return (f"Loaded **{model_id}**: {model.family}, {model.num_parameters:,} parameters, on {model.device} "
+            f"({seconds:.1f} s).")
+
+
+def build_shared_inputs(extra_models: list[str]) -> SharedInputs:
+    """Create the shared image (with examples) and the three model pickers (call inside the Blocks, above the tabs).
+
+    ``extra_models`` (the launcher's --model ids) come first in every picker and become the defaults where they fit.
+    """
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            image = ImageInput(type="filepath", image_mode=None, label="Image, shared by every tab (upload, paste or pick an example; click it to pick "
+                                     "a patch or a receptive-field unit)", height=280, sources=["upload", "clipboard"])
+            gr.Examples(example_paths(), inputs=image, label="Examples: procedural shapes and photographs")
+        with gr.Column(scale=2):
+            pickers = {}
+            defaults = default_ids(extra_models)
+            for family, (label, _, tabs) in FAMILIES.items():
+                pickers[family] = gr.Dropdown(family_choices(family, extra_models), value=defaults[family],
+                                              allow_custom_value=True, label=label, info=f"used by: {tabs}")
+            status = gr.Markdown("Any id can be typed: bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, "
+                                 "torchvision:NAME[/WEIGHTS] or a local folder.")
+    for picker in pickers.values():
+        picker.change(load_picked, picker, status, api_name=False, concurrency_limit=2)
+    return SharedInputs(image=image, pickers=pickers, status=status)

@@ -1,0 +1,213 @@
+"""Zero-shot & Softmax tab: classify an image against typed labels, the image-text similarity matrix with both
+softmax halves, and softmax sliders over the current prediction's logits."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+from models import load_model, shapes
+from models.images import open_image
+from ui.errors import user_errors
+from ui.export import export_button
+from ui.sessions import STORE
+from ui.shared_inputs import SharedInputs
+from viz.softmax import apply_sliders, softmax_view
+from viz.zero_shot import (
+    DEFAULT_TEMPLATE,
+    ENSEMBLE_TEMPLATES,
+    image_text_similarity,
+    parse_labels,
+    parse_templates,
+    require_clip,
+    zero_shot,
+)
+from viz.zero_shot_figures import similarity_figure, softmax_halves_figure, softmax_sliders_figure, top_k_figure
+
+KEY = "zero_shot"
+NOT_YET = "Classify an image first: the sliders hold that prediction's logits."
+MAX_SLIDERS = 8  # move_sliders takes exactly this many slider values
+MAX_PAIRS = 16
+TEMPLATE_MODES = [f"default: {DEFAULT_TEMPLATE}", "custom", f"ensemble of {len(ENSEMBLE_TEMPLATES)} templates"]
+PAIR_SOURCES = ["procedural shapes and their captions", "my images and texts"]
+SIMILARITY_SEED = 515_151  # held out: training seeds are >= shapes.TRAIN_SEED_START
+DEFAULT_LABELS = ("red circle, blue square, green triangle, yellow star, purple heart, orange cross, red square, "
+                  "blue circle")
+
+
+def load_clip(model_id: str):
+    """Load ``model_id`` and check that it is a CLIP model (these views need its text tower)."""
+    model = load_model((model_id or "").strip())
+    require_clip(model)
+    return model
+
+
+def templates_for(mode: str, custom: str) -> list[str]:
+    """The templates the chosen mode stands for (custom: one per line; several are ensembled)."""
+    if mode.startswith("custom"):
+        return parse_templates(custom)
+    if mode.startswith("ensemble"):
+        return list(ENSEMBLE_TEMPLATES)
+    return [DEFAULT_TEMPLATE]
+
+
+def log_temperature(value: float) -> float:
+    """The temperature slider moves log10(T) from -2 (very sharp) to 2 (flat)."""
+    return float(10.0 ** float(value))
+
+
+def _softmax_outputs(state: dict, values, log_t: float):
+    logits = apply_sliders(state["model_logits"], state["slider_classes"], values)
+    temperature = log_temperature(log_t)
+    view = softmax_view(state["labels"], logits, temperature)
+    scale = state["logit_scale"] / temperature
+    entropy = (f"T = {temperature:.3g} (effective logit scale {scale:.3g}): entropy **{view.entropy:.3f}** nats of "
+               f"at most {view.max_entropy:.3f}; probabilities sum to {view.probabilities.sum():.6f}.")
+    return softmax_sliders_figure(view, state["model_probabilities"]), entropy
+
+
+def _slider_updates(state: dict) -> list:
+    low = -2.0 * state["logit_scale"] + state["bias"]   # logits are scale * cosine (+ bias): room on both sides
+    high = 2.0 * state["logit_scale"] + state["bias"]
+    updates = []
+    for position in range(MAX_SLIDERS):
+        if position < len(state["slider_classes"]):
+            index = state["slider_classes"][position]
+            updates.append(gr.update(visible=True, minimum=round(low, 3), maximum=round(high, 3),
+                                     value=float(state["model_logits"][index]),
+                                     label=f"logit: {state['labels'][index]}"))
+        else:
+            updates.append(gr.update(visible=False, value=0.0))
+    return updates
+
+
+@user_errors
+def classify(model_id: str, image, labels_text: str, mode: str, custom: str, k: float, request: gr.Request):
+    """Zero-shot prediction of the image, then sliders set to its top logits."""
+    model = load_clip(model_id)
+    if image is None:
+        raise gr.Error("Upload an image or pick an example first.", print_exception=False)
+    labels = parse_labels(labels_text)
+    result = zero_shot(model, image, labels, templates_for(mode, custom))
+    top = [result.labels.index(label) for label, _ in result.top(MAX_SLIDERS)]
+    state = {"labels": result.labels, "model_logits": result.logits, "model_probabilities": result.probabilities,
+             "slider_classes": top, "logit_scale": result.logit_scale, "bias": model.logit_bias or 0.0}
+    STORE.put(request, KEY, state)
+    prompts = ", ".join(f"“{t}”" for t in result.templates[:3]) + (" …" if len(result.templates) > 3 else "")
+    notes = [f"{len(labels)} labels × {len(result.templates)} template(s): {prompts}. Logits = "
+             f"{result.logit_scale:.2f} × cosine; the sliders below hold the top {len(top)}."]
+    notes += [f"⚠️ {notice}" for notice in result.notices]
+    values = [float(result.logits[i]) for i in top] + [0.0] * (MAX_SLIDERS - len(top))
+    figure, entropy = _softmax_outputs(state, values[:len(top)], 0.0)
+    return (top_k_figure(result, int(k)), "\n\n".join(notes), *_slider_updates(state), gr.update(value=0.0),
+            figure, entropy)
+
+
+@user_errors
+def move_sliders(s0: float, s1: float, s2: float, s3: float, s4: float, s5: float, s6: float, s7: float,
+                 log_t: float, request: gr.Request):
+    """Any slider moved: every probability follows (logits of the slider classes replaced, softmax at T)."""
+    state = STORE.get(request, KEY, NOT_YET)
+    values = [s0, s1, s2, s3, s4, s5, s6, s7][:len(state["slider_classes"])]
+    return _softmax_outputs(state, [float(v) for v in values], log_t)
+
+
+@user_errors
+def reset_sliders(request: gr.Request):
+    """Sliders back to the model's logits and T = 1."""
+    state = STORE.get(request, KEY, NOT_YET)
+    values = [float(state["model_logits"][i]) for i in state["slider_classes"]]
+    return (*_slider_updates(state), gr.update(value=0.0), *_softmax_outputs(state, values, 0.0))
+
+
+def _pairs(source: str, count: float, files, texts_text: str):
+    if source == PAIR_SOURCES[0]:
+        examples = shapes.make_dataset(int(count), seed=SIMILARITY_SEED, two_objects_prob=0.0)
+        return ([e.image for e in examples], [e.caption for e in examples],
+                [f"shape {i}" for i in range(len(examples))])
+    paths = [getattr(f, "name", f) for f in (files or [])]
+    if not paths:
+        raise gr.Error("Upload at least one image (or use the procedural pairs).", print_exception=False)
+    if len(paths) > MAX_PAIRS:
+        raise gr.Error(f"At most {MAX_PAIRS} images, please ({len(paths)} uploaded).", print_exception=False)
+    images = [open_image(path) for path in paths]
+    texts = [line.strip() for line in (texts_text or "").splitlines() if line.strip()]
+    if len(texts) > MAX_PAIRS:
+        raise gr.Error(f"At most {MAX_PAIRS} texts, please ({len(texts)} typed).", print_exception=False)
+    return images, texts, [Path(p).name[:24] for p in paths]
+
+
+@user_errors
+def similarity(model_id: str, source: str, count: float, files, texts_text: str):
+    """Cosine similarity matrix of images x texts and its two softmax halves."""
+    model = load_clip(model_id)
+    images, texts, names = _pairs(source, count, files, texts_text)
+    matrix, notice = image_text_similarity(model, images, texts)
+    loss = matrix.contrastive_loss()
+    notes = [f"{len(images)} images × {len(texts)} texts; logit scale {matrix.logit_scale:.2f}."]
+    if loss is not None:
+        notes.append(f"Symmetric contrastive loss with the diagonal as the answer: image→text {loss[0]:.3f}, "
+                     f"text→image {loss[1]:.3f}, mean {np.mean(loss):.3f}.")
+    if notice:
+        notes.append(f"⚠️ {notice}")
+    return (similarity_figure(matrix, texts, images, names), softmax_halves_figure(matrix, texts, names),
+            "\n\n".join(notes))
+
+
+def build_zero_shot_tab(shared: SharedInputs) -> None:
+    gr.Markdown("**Zero-shot classification**: the image's embedding against one text embedding per label "
+                "(prompt template filled with the label; an ensemble normalises each template's embedding, "
+                "averages and renormalises). Probabilities = softmax(logit scale × cosine). Multilingual CLIP "
+                "models take labels in any language, with their own tokenizer and context length.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            model_id, image = shared.pickers["clip"], shared.image
+            classify_button = gr.Button("Classify", variant="primary")
+            labels = gr.Textbox(label="Labels (one per line or comma-separated)", value=DEFAULT_LABELS, lines=3)
+            mode = gr.Radio(TEMPLATE_MODES, value=TEMPLATE_MODES[0], label="Prompt template")
+            custom = gr.Textbox(label="Custom template(s), one per line, {} = the label (several are ensembled)",
+                                value="a picture of a {}", lines=2)
+            k = gr.Slider(1, 20, value=5, step=1, label="Top k")
+        with gr.Column(scale=2):
+            top_plot = gr.Plot(label="Top-k labels")
+            notice = gr.Markdown()
+    gr.Markdown("**Softmax sliders**: each slider is one logit of the current prediction. Moving one changes every "
+                "probability at once: that class rises, all others fall, and they still sum to 1. The temperature "
+                "divides every logit: low T is sharp (one class takes all), high T is flat.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            sliders = [gr.Slider(-30, 30, value=0.0, step=0.01, label=f"logit {i}", visible=False)
+                       for i in range(MAX_SLIDERS)]
+            log_t = gr.Slider(-2, 2, value=0.0, step=0.01, label="Temperature: log10 T (−2 sharp … 0 model … 2 flat)")
+            reset = gr.Button("Reset to the model's logits and T = 1")
+        with gr.Column(scale=2):
+            softmax_plot = gr.Plot(label="Probabilities")
+            entropy = gr.Markdown()
+    gr.Markdown("**Similarity matrix**: every image against every text, as in CLIP's training picture (matching "
+                "pairs on the outlined diagonal), then scaled by the logit scale and softmaxed along each axis: "
+                "the two halves of the symmetric contrastive loss.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            source = gr.Radio(PAIR_SOURCES, value=PAIR_SOURCES[0], label="Pairs")
+            count = gr.Slider(2, MAX_PAIRS, value=6, step=1, label="Procedural pairs")
+            files = gr.File(file_count="multiple", file_types=["image"], label="My images (in the order of the texts)")
+            texts = gr.Textbox(label="My texts, one per line", lines=4)
+            similarity_button = gr.Button("Similarity matrix", variant="primary")
+        with gr.Column(scale=2):
+            similarity_plot = gr.Plot(label="Cosine similarity")
+            halves_plot = gr.Plot(label="Softmax along each axis")
+            similarity_notice = gr.Markdown()
+    export_button("Zero-shot", [top_plot, softmax_plot, similarity_plot, halves_plot])
+    slider_outputs = [*sliders, log_t, softmax_plot, entropy]
+    classify_button.click(classify, [model_id, image, labels, mode, custom, k],
+                          [top_plot, notice, *slider_outputs], api_name="zero_shot_classify", concurrency_limit=2)
+    for slider in sliders:
+        slider.input(move_sliders, [*sliders, log_t], [softmax_plot, entropy], api_name=False,
+                     trigger_mode="always_last", show_progress="hidden")
+    log_t.input(move_sliders, [*sliders, log_t], [softmax_plot, entropy], api_name="softmax_sliders",
+                trigger_mode="always_last", show_progress="hidden")
+    reset.click(reset_sliders, None, slider_outputs, api_name="softmax_reset")
+    similarity_button.click(similarity, [model_id, source, count, files, texts],
+                            [similarity_plot, halves_plot, similarity_notice], api_name="similarity_matrix",
+                            concurrency_limit=2)
