@@ -109,8 +109,9 @@ def build_shared_inputs(extra_models: list[str]) -> SharedInputs:
     """
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            image = ImageInput(type="filepath", image_mode=None, label="Image, shared by every tab (upload, paste or pick an example; click it to pick "
-                                     "a patch or a receptive-field unit)", height=280, sources=["upload", "clipboard"])
+            image = ImageInput(type="filepath", image_mode=None, height=280, sources=["upload", "clipboard"],
+                               label="Image, shared by every tab (upload, paste or pick an example; click it to "
+                                     "pick a patch or a receptive-field unit)")
             gr.Examples(example_paths(), inputs=image, label="Examples: procedural shapes and photographs")
         with gr.Column(scale=2):
             pickers = {}
