@@ -36,6 +36,7 @@ import torch
 from PIL import Image
 
 from models.images import open_image
+from models.memory import run_with_backoff
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 CAPTIONS_FILE = "captions.csv"
@@ -239,7 +240,8 @@ def embed_images(model, items: Sequence[ImageItem], *, batch_size: int = 64, wor
     pin = model.device.type == "cuda"
     finished = len(done)
     for positions, pixels in decoded_batches([items[i] for i in missing], model.preprocess, batch_size, workers, pin):
-        batch = model.encode_image(pixels.to(model.device, model.dtype, non_blocking=pin)).float().cpu().numpy()
+        pixels = pixels.to(model.device, model.dtype, non_blocking=pin)
+        batch = run_with_backoff(model.encode_image, pixels).float().cpu().numpy()
         indices = [missing[p] for p in positions]
         for index, vector in zip(indices, batch, strict=True):
             vectors[index] = vector

@@ -26,3 +26,7 @@ class CaptureError(ClipscopeModelError, KeyError):
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return str(self.args[0]) if self.args else ""
+
+
+class ModelOutOfMemoryError(ClipscopeModelError, RuntimeError):
+    """Even one image at a time does not fit in the device's memory."""

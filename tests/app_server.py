@@ -19,9 +19,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class AppURL(str):
+    """The app's base URL, carrying the server's process id (for memory measurements)."""
+
+    pid: int
+
+
 @contextmanager
 def running_app(*args: str, timeout: float = 180.0):
-    """Yield the base URL of ``python app.py ARGS`` once it answers; stop it afterwards."""
+    """Yield the base URL of ``python app.py ARGS`` once it answers (an AppURL: ``.pid`` is the server process);
+    stop it afterwards."""
     port = free_port()
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONUNBUFFERED": "1"}
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"clipscope-app-{port}.log"
@@ -42,7 +49,9 @@ def running_app(*args: str, timeout: float = 180.0):
                         raise RuntimeError(
                             f"app did not answer in {timeout}s:\n{log_path.read_text()[-3000:]}") from None
                     time.sleep(0.5)
-            yield url
+            served = AppURL(url)
+            served.pid = process.pid
+            yield served
         finally:
             process.terminate()
             try:
