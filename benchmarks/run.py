@@ -74,10 +74,6 @@ def plan(quick: bool, device: str) -> Plan:
                 payload_sizes=payload.FULL, app_rounds=6, app_idle_timeout=90.0, gpu_repeats=10)
 
 
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
 # ---------------------------------------------------------------------------------------------------- sections
 
 def capture_section(p: Plan) -> dict:
@@ -173,9 +169,11 @@ def embedding_markdown(section: dict) -> str:
 
 
 def projection_section(p: Plan) -> dict:
-    results = [projection.measure(n) for n in p.projection_points]
-    return {"command": f"python -m benchmarks.projection --points {' '.join(map(str, p.projection_points))}",
-            "results": results, "rows": projection.rows(results)}
+    after = not p.quick  # one more fresh process per point count: left out of the quick run
+    results = [projection.measure(n, after_warm_up=after) for n in p.projection_points]
+    command = (f"python -m benchmarks.projection --points {' '.join(map(str, p.projection_points))}"
+               + (" --after-warm-up" if after else ""))
+    return {"command": command, "results": results, "rows": projection.rows(results)}
 
 
 def payload_section(p: Plan) -> dict:

@@ -150,11 +150,14 @@ def test_payload_bytes_are_what_gradio_sends():
 
 
 def test_projection_rows_ratios():
-    result = {"points": 1000, "umap_cold_s": 20.0, "umap_warm_s": 4.0, "pca_cold_s": 0.5, "pca_warm_s": 0.25}
+    result = {"points": 1000, "umap_cold_s": 20.0, "umap_warm_s": 4.0, "pca_cold_s": 0.5, "pca_warm_s": 0.25,
+              "umap_after_app_warm_up_s": 8.0}
     rows = {(r["method"], r["state"]): r for r in projection_rows([result])}
+    assert len(rows) == 5
     assert rows[("UMAP", "cold")]["ratio_to_warm"] == pytest.approx(5.0)
-    assert rows[("UMAP", "cold")]["ratio_to_pca_same_state"] == pytest.approx(40.0)
-    assert rows[("UMAP", "warm")]["ratio_to_pca_same_state"] == pytest.approx(16.0)
+    assert rows[("UMAP", "cold")]["ratio_to_pca_warm"] == pytest.approx(80.0)
+    assert rows[("UMAP", "first fit after the app's warm-up")]["ratio_to_warm"] == pytest.approx(2.0)
+    assert rows[("PCA", "cold")]["ratio_to_warm"] == pytest.approx(2.0)
     assert rows[("PCA", "warm")]["points_per_s"] == pytest.approx(4000.0)
 
 

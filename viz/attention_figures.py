@@ -49,10 +49,9 @@ def head_grid_figure(maps, title: str) -> go.Figure:
     columns = math.ceil(math.sqrt(n))
     fig = go.Figure(go.Heatmap(z=mosaic(maps, columns), colorscale=HEAT, hoverongaps=False,
                                colorbar={"title": "weight"}))
-    for i in range(n):
-        r, c = divmod(i, columns)
-        fig.add_annotation(x=c * (w + 1) + (w - 1) / 2, y=r * (h + 1) - 0.9, text=f"head {i}", showarrow=False,
-                           font={"size": 11})
+    fig.update_layout(annotations=[  # one call: add_annotation re-validates the whole list each time
+        {"x": (i % columns) * (w + 1) + (w - 1) / 2, "y": (i // columns) * (h + 1) - 0.9, "text": f"head {i}",
+         "showarrow": False, "font": {"size": 11}} for i in range(n)])
     fig.update_yaxes(autorange="reversed", visible=False, scaleanchor="x")
     fig.update_xaxes(visible=False)
     fig.update_layout(title=title, margin={"l": 10, "r": 10, "t": 50, "b": 10}, height=460)
@@ -95,17 +94,17 @@ def patch_grid_figure(image: np.ndarray, grid: tuple[int, int], patch_size: tupl
     """The input as the model sees it with the patch grid and token indices (prefix tokens come first)."""
     height, width = image.shape[:2]
     fig = go.Figure(go.Image(z=image))
-    for r in range(1, grid[0]):
-        fig.add_shape(type="line", x0=0, x1=width, y0=r * height / grid[0], y1=r * height / grid[0],
-                      line={"color": "white", "width": 1})
-    for c in range(1, grid[1]):
-        fig.add_shape(type="line", y0=0, y1=height, x0=c * width / grid[1], x1=c * width / grid[1],
-                      line={"color": "white", "width": 1})
+    line = {"color": "white", "width": 1}
+    shapes = [{"type": "line", "x0": 0, "x1": width, "y0": r * height / grid[0], "y1": r * height / grid[0],
+               "line": line} for r in range(1, grid[0])]
+    shapes += [{"type": "line", "y0": 0, "y1": height, "x0": c * width / grid[1], "x1": c * width / grid[1],
+                "line": line} for c in range(1, grid[1])]
+    labels = []
     if grid[0] * grid[1] <= 400:
-        for r in range(grid[0]):
-            for c in range(grid[1]):
-                fig.add_annotation(x=(c + 0.5) * width / grid[1], y=(r + 0.5) * height / grid[0], showarrow=False,
-                                   text=str(len(prefix_tokens) + r * grid[1] + c), font={"size": 9, "color": "white"})
+        labels = [{"x": (c + 0.5) * width / grid[1], "y": (r + 0.5) * height / grid[0], "showarrow": False,
+                   "text": str(len(prefix_tokens) + r * grid[1] + c), "font": {"size": 9, "color": "white"}}
+                  for r in range(grid[0]) for c in range(grid[1])]
+    fig.update_layout(shapes=shapes, annotations=labels)  # one call each: add_* re-validates the list every time
     fig.update_layout(title=f"{grid[0]}x{grid[1]} patches of {patch_size[0]}x{patch_size[1]} px "
                             f"+ prefix tokens {', '.join(prefix_tokens) or 'none'} = "
                             f"{grid[0] * grid[1] + len(prefix_tokens)} tokens", height=420,

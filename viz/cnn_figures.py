@@ -95,11 +95,10 @@ def feature_grid_figure(scaled: np.ndarray, channels: list[int], title: str, col
     factor = max(1, math.ceil(480 / max(grid.shape)))
     rgb = colourise(grid).repeat(factor, axis=0).repeat(factor, axis=1)
     fig = go.Figure(go.Image(source=png_source(rgb), hoverinfo="skip"))
-    for i, channel in enumerate(channels):
-        r, c = divmod(i, columns)
-        fig.add_annotation(x=(c * (w + gap) + 1) * factor, y=(r * (h + gap) + 1) * factor, text=f"ch {channel}",
-                           showarrow=False, xanchor="left", yanchor="top", font={"size": 10, "color": "white"},
-                           bgcolor="rgba(0,0,0,0.45)")
+    fig.update_layout(annotations=[  # one call: add_annotation re-validates the whole list each time
+        {"x": ((i % columns) * (w + gap) + 1) * factor, "y": ((i // columns) * (h + gap) + 1) * factor,
+         "text": f"ch {channel}", "showarrow": False, "xanchor": "left", "yanchor": "top",
+         "font": {"size": 10, "color": "white"}, "bgcolor": "rgba(0,0,0,0.45)"} for i, channel in enumerate(channels)])
     _image_axes(fig, *rgb.shape[:2])
     fig.update_layout(title=title, margin=MARGIN, height=560)
     return fig
