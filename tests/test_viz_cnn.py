@@ -248,3 +248,15 @@ def test_every_cnn_view_runs_on_every_backend(which, tiny_ids):
     prompts = ["a photo of a cat", "a photo of a dog"] if model.family == "clip" else None
     cam = session.cam(0, "Grad-CAM", None, prompts)
     assert cam.shape == tuple(session.pixels.shape[-2:])
+
+
+def test_session_prediction_reuses_the_analysis_forward(mini_cnn, image):
+    session = CNNSession(mini_cnn, image)
+    calls = []
+    handle = mini_cnn.module.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        prediction = session.prediction(k=5)
+    finally:
+        handle.remove()
+    assert not calls
+    assert prediction == predict(mini_cnn, session.pixels, k=5)

@@ -56,15 +56,21 @@ def module_path(tower: CNNAdapter, name: str) -> str:
 # -- feature maps --------------------------------------------------------------------------------------------------
 def capture_maps(tower: CNNAdapter, pixels: torch.Tensor, names: list[str]) -> dict[str, torch.Tensor]:
     """The output of each named layer for the first image, (channels, rows, cols) float32 on the CPU."""
+    return capture_maps_and_output(tower, pixels, names)[0]
+
+
+def capture_maps_and_output(tower: CNNAdapter, pixels: torch.Tensor,
+                            names: list[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """capture_maps, plus the model's own output of that same forward (logits, or a CLIP tower's embedding)."""
     with tower.capture(names) as cache:
-        tower.forward(pixels)
+        output = tower.forward(pixels)
     maps = {}
     for name in names:
         value = cache[name]
         if value.dim() != 4:
             raise ValueError(f"{name} gives a {tuple(value.shape)} tensor, not a (batch, channels, h, w) map.")
         maps[name] = value[0].detach().float().cpu()
-    return maps
+    return maps, output
 
 
 def pick_channels(maps: torch.Tensor, k: int = 16, channels: list[int] | None = None) -> list[int]:

@@ -12,9 +12,10 @@ import torch
 from PIL import Image
 
 from models.receptive_field import ReceptiveField
-from viz.cam import Prediction, class_activation_map, image_tower, predict
+from viz.cam import Prediction, class_activation_map, class_labels, image_tower, predict, top_k
 from viz.cnn import (
     capture_maps,
+    capture_maps_and_output,
     effective_receptive_field,
     layer_choices,
     pick_channels,
@@ -39,8 +40,11 @@ class CNNSession:
         self._extra: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._max_cached = max_cached_layers
         self.maps: dict[str, torch.Tensor] = {}
+        self._scores = None   # a classifier's logits from the same forward, so prediction needs no second one
         if self.is_cnn:
-            self.maps = capture_maps(self.tower, self.pixels, stage_names(self.tower))
+            self.maps, output = capture_maps_and_output(self.tower, self.pixels, stage_names(self.tower))
+            if model.family != "clip" and output.dim() == 2:
+                self._scores = output[0].detach().float().cpu()
         self.global_range = (min(value_range(m)[0] for m in self.maps.values()),
                              max(value_range(m)[1] for m in self.maps.values())) if self.maps else None
 
@@ -104,6 +108,9 @@ class CNNSession:
 
     # -- prediction and CAM --------------------------------------------------------------------------------------
     def prediction(self, prompts: list[str] | None = None, k: int = 5) -> Prediction:
+        """Top-k classes: from the stored forward for a CNN classifier, else one forward (ViTs, CLIP prompts)."""
+        if self._scores is not None:
+            return top_k(self._scores, class_labels(self.model), k)
         return predict(self.model, self.pixels, prompts, k)
 
     def cam(self, target: int, method: str, layer: str | None, prompts: list[str] | None = None) -> np.ndarray:
