@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", action="append", default=[], metavar="ID",
                         help="model id to offer first (repeatable); default bundled:mini-clip")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
+    parser.add_argument("--dtype", default=None, choices=["float32", "bf16", "fp16"],
+                        help="weights and activations precision (default float32); bf16/fp16 halve memory on a GPU")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                         help="address to listen on (0.0.0.0 for your network; default $GRADIO_SERVER_NAME or "
                              "127.0.0.1, so it runs unchanged as a Hugging Face Space)")
@@ -89,9 +91,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.device:
+    if args.device or args.dtype:
         import models.registry
         models.registry.DEFAULT_DEVICE = args.device
+        models.registry.DEFAULT_DTYPE = args.dtype
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     if args.auth and (auth is None or len(auth) != 2 or not all(auth)):
         raise SystemExit("--auth takes USER:PASS")

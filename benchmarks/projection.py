@@ -8,8 +8,8 @@ is timed the same way, before UMAP (whose own PCA to 50 dimensions would otherwi
 synthetic CLIP-like embeddings: ``dims``-dimensional clusters (one per class) for images, a shifted copy for texts
 (the modality gap), 10% texts, L2-normalised by ``viz.embedding_space.joint_matrix`` as the app does. Reported:
 seconds, points/s, cold/warm and UMAP/PCA ratios. With ``--after-warm-up`` a further fresh process runs the app's
-start-up warm-up (``viz.embedding_space.warm_up``, a tiny fit) and then the first real fit: what the first map request
-costs in an app process.
+start-up warm-up (``viz.embedding_space.warm_up``: two tiny fits, exact and approximate neighbours) and then the
+first real fit: what the first map request costs in an app process.
 """
 from __future__ import annotations
 

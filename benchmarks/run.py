@@ -59,8 +59,9 @@ def plan(quick: bool, device: str) -> Plan:
     bundled = ["bundled:mini-clip", "bundled:mini-vit"]
     gpu_run = device.startswith("cuda")
     dtypes = ["float32", "bf16", "fp16"] if gpu_run else ["float32"]
-    if quick:
-        return Plan(quick=True, device=device, capture_models=bundled, capture_dtypes=dtypes, capture_repeats=1,
+    if quick:  # half precision on the CPU too, so CI runs the capture path a GPU run relies on
+        return Plan(quick=True, device=device, capture_models=bundled, capture_dtypes=["float32", "bf16", "fp16"],
+                    capture_repeats=1,
                     view_models=["bundled:mini-clip"], cnn_models=["bundled:mini-cnn"], view_repeats=2,
                     embed_models=["bundled:mini-clip"], embed_images=64, embed_repeats=1, projection_points=[1000],
                     payload_sizes=payload.QUICK, app_rounds=1, app_idle_timeout=0.0, gpu_repeats=3)
@@ -142,10 +143,9 @@ def embedding_section(p: Plan) -> dict:
     for model_id in p.embed_models:
         model = load_model(model_id, device=p.device)
         report = embedding_space.measure_throughput(model, p.embed_images, p.embed_batch, p.embed_repeats)
-        for row in report["rows"]:
-            background = row["variant"].startswith("end to end, background")
-            row["goal_min_ratio"] = EMBEDDING_GOAL if background else None
-            row["verdict"] = verdict(row["throughput_ratio_to_bare"], ">=", EMBEDDING_GOAL) if background else None
+        for row in report["rows"]:   # the goal is for what users get: embed_images with its default decoding
+            row["goal_min_ratio"] = EMBEDDING_GOAL if row["default"] else None
+            row["verdict"] = verdict(row["throughput_ratio_to_bare"], ">=", EMBEDDING_GOAL) if row["default"] else None
         reports.append({"model": model_id, **report})
     command = (f"python -m benchmarks.embedding_space --model MODEL --throughput-images {p.embed_images} "
                f"--batch-size {p.embed_batch} --repeats {p.embed_repeats} --device {p.device}")
@@ -157,8 +157,7 @@ def embedding_markdown(section: dict) -> str:
     for report in section["reports"]:
         for r in report["rows"]:
             goal = f">= {r['goal_min_ratio']}" if r["goal_min_ratio"] else ""
-            rows.append([report["model"], f"{r['variant']} ({report['workers']} thread(s))"
-                         if "background" in r["variant"] else r["variant"], f"{r['median_s']:.3f}",
+            rows.append([report["model"], r["variant"], f"{r['median_s']:.3f}",
                          f"{r['images_per_s']:.1f}", f"{r['throughput_ratio_to_bare']:.3f}",
                          f"{r['throughput_ratio_of_min']:.3f}", goal, r["verdict"] or ""])
     first = section["reports"][0]

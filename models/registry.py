@@ -14,6 +14,7 @@ from models.model_ids import parse_model_id
 
 _cache: OrderedDict[tuple, ModelAdapter] = OrderedDict()
 DEFAULT_DEVICE: str | None = None  # set by the app's --device; None means the best available
+DEFAULT_DTYPE: str | None = None  # set by the app's --dtype; None means float32
 _lock = threading.RLock()
 
 
@@ -39,7 +40,7 @@ def load_model(model_id: str, device: str | torch.device | None = None,
     """
     parsed = parse_model_id(model_id)
     resolved_device = best_device(device if device is not None else DEFAULT_DEVICE)
-    resolved_dtype = resolve_dtype(dtype, resolved_device)
+    resolved_dtype = resolve_dtype(dtype if dtype is not None else DEFAULT_DTYPE, resolved_device)
     key = (parsed.backend, parsed.name, str(resolved_device), str(resolved_dtype))
     with _lock:
         if key in _cache:

@@ -181,8 +181,10 @@ def test_eight_clients_in_parallel_each_get_their_own_results(app_url, tmp_path)
     assert not problems, problems
 
 
-def test_self_check_passes():
-    result = subprocess.run([sys.executable, "app.py", "--check"], cwd=ROOT, capture_output=True, text=True,
+@pytest.mark.parametrize("flags", [[], ["--device", "cpu", "--dtype", "bf16"]], ids=["float32", "bf16"])
+def test_self_check_passes(flags):
+    """Every view through the HTTP API, also with bf16 models (the GPU user's ``--dtype``, run here on the CPU)."""
+    result = subprocess.run([sys.executable, "app.py", "--check", *flags], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     lines = [line for line in result.stdout.splitlines() if line.startswith(("ok", "FAILED"))]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -129,9 +129,12 @@ def test_flop_count_matches_the_hand_formula():
     assert torch.backends.mha.get_fastpath_enabled()   # restored after counting
 
 
-def test_gpu_measurement_path_runs_on_the_cpu_with_a_small_model():
-    row = measure_model("bundled:mini-vit", "float32", batch=2, repeats=1, device="cpu")
-    assert row["images_per_s"] > 0 and row["flops_per_image"] > 0 and row["batch"] == 2
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+@pytest.mark.parametrize("model_id", ["bundled:mini-vit", "bundled:mini-clip"])
+def test_gpu_measurement_path_runs_on_the_cpu_with_a_small_model(model_id, dtype):
+    """The GPU section's code in the GPU's precisions, run on the CPU with the bundled models (ViT and CLIP)."""
+    row = measure_model(model_id, dtype, batch=2, repeats=1, device="cpu")
+    assert row["images_per_s"] > 0 and row["flops_per_image"] > 0 and row["batch"] == 2 and row["dtype"] == dtype
 
 
 def test_payload_bytes_are_what_gradio_sends():

@@ -86,7 +86,9 @@ def test_background_decoding_keeps_the_order_and_the_pixels(clip, folder):
     assert [list(p) for p, _ in threaded] == [list(range(0, 8)), list(range(8, 16)), list(range(16, 23))]
     for (_, a), (_, b) in zip(serial, threaded, strict=True):
         torch.testing.assert_close(a, b)
-    torch.testing.assert_close(torch.cat([b for _, b in threaded]), clip.preprocess([item.open() for item in items]))
+    uint8 = torch.cat([b for _, b in threaded])
+    assert uint8.dtype == torch.uint8 and uint8.shape == (23, *clip.preprocess.size, 3)
+    torch.testing.assert_close(clip.preprocess.normalize_batch(uint8), clip.preprocess([item.open() for item in items]))
 
 
 def test_cache_hit_runs_no_model_and_gives_the_same_embeddings(clip, folder, tmp_path):
@@ -189,3 +191,17 @@ def test_an_output_folder_of_another_model_is_refused(clip, folder, tmp_path):
         embed_folder_to_parquet(clip, folder, out)
     with pytest.raises(ValueError, match="not an output of models.embed"):
         load_embedding_output(tmp_path)
+
+
+def test_decoding_threads_go_where_cores_are_free(monkeypatch):
+    """A GPU forward leaves the CPU to decoding threads; a CPU forward that uses every core gets none beside it."""
+    import models.embed as embed
+
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 16)
+    assert embed.default_workers("cuda") == 4 and embed.default_workers(torch.device("cuda", 1)) == 4
+    monkeypatch.setattr(embed.torch, "get_num_threads", lambda: 16)
+    assert embed.default_workers("cpu") == 0
+    monkeypatch.setattr(embed.torch, "get_num_threads", lambda: 14)
+    assert embed.default_workers("cpu") == 2
+    monkeypatch.setattr(embed.os, "cpu_count", lambda: 2)
+    assert embed.default_workers("cuda") == 1

@@ -138,3 +138,17 @@ def test_umap_separates_clusters_and_refuses_too_few_points():
     assert between > 2 * within
     with pytest.raises(ValueError, match="at least 5 points"):
         umap_2d(points[:4])
+
+
+def test_the_warm_up_compiles_both_of_umaps_neighbour_paths(monkeypatch):
+    """Exact neighbours serve maps under 4,096 points, pynndescent larger ones: the start-up warm-up runs both,
+    on float32 points wide enough to go through PCA first, as real embeddings do."""
+    import viz.embedding_space as space
+
+    calls = []
+    monkeypatch.setattr(space, "_warmed", False)
+    monkeypatch.setattr(space, "umap_2d", lambda points, **kw: calls.append((points.dtype, points.shape[1], kw)))
+    space.warm_up()
+    space.warm_up()   # once per process
+    assert [kw.get("approximate_neighbours", False) for *_, kw in calls] == [False, True]
+    assert all(dtype == np.float32 and dims > space.PCA_DIMS for dtype, dims, _ in calls)

@@ -131,6 +131,14 @@ def _target_module(tower, layer: str) -> nn.Module:
     return tower.points[layer].module
 
 
+def _as_float32(reshape):
+    """The library turns stored activations and gradients into numpy arrays, which have no bf16: cast them (after
+    ``reshape``, if any) to float32 as they are stored. The model itself keeps running in its own precision."""
+    def transform(tensor: torch.Tensor) -> torch.Tensor:
+        return (reshape(tensor) if reshape is not None else tensor).float()
+    return transform
+
+
 def _vit_reshape(tower, pixels: torch.Tensor):
     """Tokens (batch, tokens, dim) -> (batch, dim, rows, cols) over the patch grid, prefix tokens dropped."""
     rows, cols = tower.grid(pixels)
@@ -160,7 +168,7 @@ def class_activation_map(model, pixels: torch.Tensor, target: int, method: str =
     classes = len(class_labels(model, prompts)) or None
     if classes is not None and not 0 <= target < classes:
         raise ValueError(f"Class {target} does not exist: this model has classes 0 to {classes - 1}.")
-    reshape = _vit_reshape(tower, pixels) if tower.family == "vit" else None
+    reshape = _as_float32(_vit_reshape(tower, pixels) if tower.family == "vit" else None)
     # the library hooks the shared model itself: hold the model's lock so no other request runs through its hooks
     with tower.lock:
         try:

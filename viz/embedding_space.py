@@ -48,8 +48,13 @@ def pca_2d(points: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return pca.fit_transform(points).astype(np.float32), pca.explained_variance_ratio_
 
 
-def umap_2d(points: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndarray:
-    """UMAP (cosine) to 2-D after PCA to at most 50 dimensions."""
+def umap_2d(points: np.ndarray, seed: int = 0, n_neighbors: int = 15, approximate_neighbours: bool = False
+            ) -> np.ndarray:
+    """UMAP (cosine) to 2-D after PCA to at most 50 dimensions.
+
+    UMAP finds neighbours exactly below 4,096 points and with pynndescent from there on (or always, with
+    ``approximate_neighbours``, which is how :func:`warm_up` compiles that path on a few points).
+    """
     import umap
     from sklearn.decomposition import PCA
 
@@ -59,7 +64,7 @@ def umap_2d(points: np.ndarray, seed: int = 0, n_neighbors: int = 15) -> np.ndar
     if points.shape[1] > PCA_DIMS and n > PCA_DIMS:
         points = PCA(n_components=PCA_DIMS, random_state=seed).fit_transform(points)
     reducer = umap.UMAP(n_components=2, n_neighbors=min(n_neighbors, n - 1), metric="cosine", random_state=seed,
-                        init="spectral" if n > 20 else "random")
+                        init="spectral" if n > 20 else "random", force_approximation_algorithm=approximate_neighbours)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # n_jobs overridden by random_state; spectral init fallbacks
         return reducer.fit_transform(points).astype(np.float32)
@@ -141,13 +146,16 @@ _warmed = False
 
 
 def warm_up() -> None:
-    """Compile UMAP's numba code once (a tiny fit), so that no user request pays for it."""
+    """Compile UMAP's numba code once, so that no user request pays for it: two tiny fits of float32 points through
+    PCA (as the app's embeddings go), one with exact neighbours (maps under 4,096 points), one with pynndescent's
+    (larger maps)."""
     global _warmed
     with _warm_lock:
         if _warmed:
             return
-        rng = np.random.default_rng(0)
-        umap_2d(rng.normal(size=(64, 8)).astype(np.float32))
+        points = np.random.default_rng(0).normal(size=(96, PCA_DIMS + 14)).astype(np.float32)
+        umap_2d(points)
+        umap_2d(points, approximate_neighbours=True)
         _warmed = True
 
 
