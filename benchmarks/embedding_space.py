@@ -21,8 +21,6 @@ import argparse
 import json
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks import projection
 from models import load_model, shapes
 from models.embed import ImageItem, default_workers, embed_images, embed_texts, scan_folder
 
@@ -49,56 +48,9 @@ def joint_embeddings(model, n_images: int, n_texts: int) -> tuple[np.ndarray, np
     return images, embed_texts(model, captions)
 
 
-def umap_child(path: str) -> None:
-    """In a fresh process: time a cold fit, a warm fit of the same points, and a cached look-up."""
-    from viz.embedding_space import ProjectionCache, joint_matrix, umap_2d
-
-    data = np.load(path)
-    images, texts = data["images"], data["texts"]
-    points = joint_matrix(images, texts)
-    start = time.perf_counter()
-    umap_2d(points)
-    cold = time.perf_counter() - start
-    start = time.perf_counter()
-    umap_2d(points)
-    warm = time.perf_counter() - start
-    cache = ProjectionCache()
-    cache.get(images, texts, "umap")
-    start = time.perf_counter()
-    cache.get(images, texts, "umap")
-    cached = time.perf_counter() - start
-    print(json.dumps({"cold_s": cold, "warm_s": warm, "cached_lookup_s": cached, "points": len(points)}))
-
-
-def warm_up_child(path: str) -> None:
-    """In a fresh process: the app's start-up warm-up, then the first real fit."""
-    from viz.embedding_space import joint_matrix, umap_2d, warm_up
-
-    data = np.load(path)
-    points = joint_matrix(data["images"], data["texts"])
-    start = time.perf_counter()
-    warm_up()
-    warm_up_s = time.perf_counter() - start
-    start = time.perf_counter()
-    umap_2d(points)
-    print(json.dumps({"warm_up_s": warm_up_s, "first_fit_after_warm_up_s": time.perf_counter() - start}))
-
-
-def _child(mode: str, path: Path) -> dict:
-    result = subprocess.run([sys.executable, "-m", "benchmarks.embedding_space", f"--{mode}", str(path)],
-                            capture_output=True, text=True, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def measure_umap(model, n_images: int, n_texts: int) -> dict:
-    images, texts = joint_embeddings(model, n_images, n_texts)
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "joint.npz"
-        np.savez(path, images=images, texts=texts)
-        row = _child("umap-child", path)
-        row.update(_child("warm-up-child", path))
-    row.update(images=len(images), texts=len(texts))
-    return row
+    """benchmarks.projection's cold / warm / after-warm-up timings, on the model's own embeddings."""
+    return projection.measure_points(*joint_embeddings(model, n_images, n_texts), after_warm_up=True)
 
 
 def measure_throughput(model, n_images: int, batch_size: int, repeats: int) -> dict:
@@ -148,13 +100,13 @@ def markdown(report: dict) -> str:
              f"{report['machine']})", "",
              f"UMAP (cosine, PCA to 50 first) of {umap['images']} image + {umap['texts']} text embeddings",
              "", "| step | seconds |", "|---|---|",
-             f"| cold: first fit in a fresh process (numba compiles) | {umap['cold_s']:.2f} |",
-             f"| warm: second fit, same process | {umap['warm_s']:.2f} |",
-             f"| app start-up warm-up (two tiny fits, once per process) | {umap['warm_up_s']:.2f} |",
-             f"| first fit after the warm-up | {umap['first_fit_after_warm_up_s']:.2f} |",
+             f"| cold: first fit in a fresh process (numba compiles) | {umap['umap_cold_s']:.2f} |",
+             f"| warm: second fit, same process | {umap['umap_warm_s']:.2f} |",
+             f"| app start-up warm-up (two tiny fits, once per process) | {umap['app_warm_up_s']:.2f} |",
+             f"| first fit after the warm-up | {umap['umap_after_app_warm_up_s']:.2f} |",
              f"| same view again (projection cache) | {umap['cached_lookup_s']:.4f} |", "",
              f"Embedding throughput, {throughput['images']} PNG files, batch {throughput['batch_size']}, "
-             f"{throughput['workers']} decoding thread(s), median of {report['repeats']}", "",
+             f"median of {report['repeats']}", "",
              "| variant | median s | images/s | throughput / bare forward | fastest-run ratio |",
              "|---|---|---|---|---|"]
     lines += [f"| {row['variant']} | {row['median_s']:.3f} | {row['images_per_s']:.1f} | "
@@ -173,13 +125,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="directory for embedding_space.json / .md")
-    parser.add_argument("--umap-child", default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--warm-up-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.umap_child:
-        return umap_child(args.umap_child)
-    if args.warm_up_child:
-        return warm_up_child(args.warm_up_child)
     model = load_model(args.model, device=args.device)
     report = {"model": args.model, "device": str(model.device), "threads": torch.get_num_threads(),
               "machine": f"{platform.machine()}, {platform.processor() or platform.system()}",

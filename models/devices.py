@@ -23,7 +23,7 @@ def best_device(requested: str | torch.device | None = None) -> torch.device:
     return torch.device("cpu")
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """float32 by default; bf16 / fp16 when asked for, on any device (a GPU is where they pay off, but the CPU runs
     them too, which is how the half-precision paths are tested without a GPU)."""
     if dtype is None:

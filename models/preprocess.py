@@ -80,7 +80,7 @@ class Preprocess:
         for image in batch:
             if not isinstance(image, Image.Image):
                 raise TypeError(f"Preprocess takes PIL images, got {type(image).__name__}.")
-        return torch.from_numpy(np.stack([np.asarray(self.to_rgb(self.geometry(image))) for image in batch]))
+        return torch.from_numpy(np.stack([np.asarray(self.geometry(image)) for image in batch]))
 
     def normalize_batch(self, pixels: torch.Tensor) -> torch.Tensor:
         """(batch, H, W, 3) uint8 from :meth:`uint8_batch`, on any device -> (batch, 3, H, W) normalised float32
@@ -90,8 +90,7 @@ class Preprocess:
 
     def normalize(self, image: Image.Image) -> torch.Tensor:
         """(3, H, W) tensor of an image taken as it is (no resize or crop): scaled to [0, 1] and normalised."""
-        pixels = TF.to_dtype(TF.to_image(self.to_rgb(image)), torch.float32, scale=True)
-        return TF.normalize(pixels, list(self.mean), list(self.std))
+        return self.normalize_batch(torch.from_numpy(np.array(self.to_rgb(image)))[None])[0]
 
     def unnormalize(self, pixels: torch.Tensor) -> np.ndarray:
         """(3, H, W) normalised tensor -> (H, W, 3) uint8 array, to draw what the model saw."""

@@ -40,7 +40,7 @@ def load_model(model_id: str, device: str | torch.device | None = None,
     """
     parsed = parse_model_id(model_id)
     resolved_device = best_device(device if device is not None else DEFAULT_DEVICE)
-    resolved_dtype = resolve_dtype(dtype if dtype is not None else DEFAULT_DTYPE, resolved_device)
+    resolved_dtype = resolve_dtype(dtype if dtype is not None else DEFAULT_DTYPE)
     key = (parsed.backend, parsed.name, str(resolved_device), str(resolved_dtype))
     with _lock:
         if key in _cache:

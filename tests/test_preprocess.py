@@ -48,3 +48,16 @@ def test_modes_are_converted_and_alpha_is_composited_over_white(tiny_ids):
     white = model.preprocess.unnormalize(model.preprocess(transparent)[0])
     assert np.all(white >= 254)
     assert model.preprocess(grey).shape == (1, 3, 32, 32)
+
+
+def test_one_image_taken_as_it_is_is_normalised_like_a_batch():
+    """``normalize`` (no resize or crop, used by the shift probe) against the brute-force (x / 255 - mean) / std."""
+    preprocess = load_model("bundled:mini-cnn", device="cpu").preprocess
+    rgb = np.random.default_rng(0).integers(0, 256, size=(40, 56, 3), dtype=np.uint8)
+    got = preprocess.normalize(Image.fromarray(rgb))
+    mean, std = np.array(preprocess.mean), np.array(preprocess.std)
+    expected = ((rgb / 255.0 - mean) / std).transpose(2, 0, 1)
+    assert got.shape == (3, 40, 56) and got.dtype == torch.float32 and got.is_contiguous()
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-5)
+    batch = preprocess.uint8_batch([Image.fromarray(rgb)] * 2)   # a (resized) batch goes the same way
+    assert batch.dtype == torch.uint8 and batch.shape == (2, *preprocess.size, 3)
