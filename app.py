@@ -13,8 +13,8 @@ from pathlib import Path
 
 import gradio as gr
 
-from models.backends import bundled_names
-from models.catalog import REAL_MODELS
+from models.backends.bundled import bundled_names
+from models.catalog import real_models
 from ui.attention_tab import build_attention_tab
 from ui.cnn_tab import build_cnn_tab
 from ui.embedding_tab import build_embedding_tab
@@ -32,7 +32,7 @@ TABS = ("Model", "Attention", "Patches", "CNN", "Zero-shot & Softmax", "Embeddin
 
 def model_choices(extra: list[str]) -> list[str]:
     """Ids offered in the Model tab: the user's, then bundled, then popular real checkpoints."""
-    ids = list(extra) + [f"bundled:{name}" for name in bundled_names()] + [m.id for m in REAL_MODELS]
+    ids = list(extra) + [f"bundled:{name}" for name in bundled_names()] + [m.id for m in real_models()]
     return list(dict.fromkeys(ids))
 
 

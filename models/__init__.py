@@ -5,10 +5,11 @@
     with model.capture(["blocks.*.attn.pattern"]) as cache:
         model.encode_image(model.pixels(image))
 """
-from models.adapter import ModelAdapter
-from models.capture import ActivationCache, Capture
-from models.clip import CLIPAdapter
-from models.cnn import CNNAdapter
+from models.adapters.base import ModelAdapter
+from models.adapters.capture import ActivationCache, Capture
+from models.adapters.clip import CLIPAdapter
+from models.adapters.cnn import CNNAdapter
+from models.adapters.vit import ViTAdapter
 from models.errors import (
                            CaptureError,
                            ClipscopeModelError,
@@ -19,7 +20,6 @@ from models.errors import (
 from models.model_ids import ModelId, parse_model_id
 from models.preprocess import Preprocess
 from models.registry import clear_cache, load_model
-from models.vit import ViTAdapter
 
 __all__ = [
     "ActivationCache", "CLIPAdapter", "CNNAdapter", "Capture", "CaptureError", "ClipscopeModelError", "ModelAdapter",

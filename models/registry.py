@@ -7,8 +7,8 @@ from collections import OrderedDict
 import psutil
 import torch
 
-from models.adapter import ModelAdapter
-from models.backends import LOADERS
+from models.adapters.base import ModelAdapter
+from models.backends import BACKENDS
 from models.devices import best_device, resolve_dtype
 from models.model_ids import parse_model_id
 
@@ -46,7 +46,7 @@ def load_model(model_id: str, device: str | torch.device | None = None,
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-        adapter = LOADERS[parsed.backend](parsed, resolved_device, resolved_dtype)
+        adapter = BACKENDS[parsed.backend].load(parsed, resolved_device, resolved_dtype)
         adapter.model_id = parsed.raw
         _cache[key] = adapter
         _evict(resolved_device)

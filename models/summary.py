@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.adapter import ModelAdapter
+from models.adapters.base import ModelAdapter
 
 
 @dataclass

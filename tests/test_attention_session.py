@@ -89,7 +89,7 @@ def test_classifier_relevancy_for_a_class_on_mini_vit():
     example = shapes.make_dataset(1, seed=8, two_objects_prob=0.0)[0]
     session = AttentionSession(model, example.image)
     heat = session.relevancy(model.class_names.index(example.label))
-    from models.bundled_eval import mask_on_grid
+    from models.world.bundled_eval import mask_on_grid
     cover = torch.from_numpy(mask_on_grid(example.mask, session.grid))
     assert float((heat * cover).sum() / heat.sum()) > float(cover.mean())
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from models.embed import EmbeddingSet, ImageItem, text_entries
-from models.shapes import make_dataset
+from models.world.shapes import make_dataset
 from viz.embedding_figures import (
     confusion_figure,
     embedding_map_figure,

@@ -103,7 +103,7 @@ def test_patch_distances_and_token_map():
 
 
 def _mass_inside_beats_share(maps, examples):
-    from models.bundled_eval import mask_on_grid
+    from models.world.bundled_eval import mask_on_grid
 
     wins = 0
     for heat, example in zip(maps, examples, strict=True):
@@ -146,7 +146,7 @@ def test_relevancy_is_batched_and_equals_one_image_at_a_time():
 def test_pointing_game_on_200_held_out_images_with_their_own_captions():
     """The argmax patch of each map overlaps the object (any of its pixels is an object pixel) on >= 80%."""
     from models import load_model, shapes
-    from models.bundled_eval import mask_on_grid
+    from models.world.bundled_eval import mask_on_grid
     from viz.attention import capture_patterns, clip_caption_targets, relevancy_maps
 
     model = load_model("bundled:mini-clip", device="cpu")

@@ -13,7 +13,7 @@ import gradio as gr
 from PIL import Image
 
 from models import load_model
-from models.catalog import REAL_MODELS, bundled_models
+from models.catalog import catalog_models
 from models.images import ImageInputError, open_image
 from ui.errors import user_errors
 from ui.examples import example_paths
@@ -60,7 +60,7 @@ class SharedInputs:
 def model_kind(model_id: str) -> tuple[str, str] | None:
     """(family, image tower) of an id: from the catalog, else by loading it (the launcher's models are loaded at
     start-up anyway); None when it cannot be loaded now (it is then offered in every picker)."""
-    known = {m.id: (m.family, m.image_tower) for m in bundled_models() + list(REAL_MODELS)}
+    known = {m.id: (m.family, m.image_tower) for m in catalog_models()}
     if model_id in known:
         return known[model_id]
     try:
@@ -73,7 +73,7 @@ def model_kind(model_id: str) -> tuple[str, str] | None:
 def family_choices(family: str, extra: list[str]) -> list[str]:
     """Ids offered by one picker: the user's --model ids that fit, then bundled models, then real checkpoints."""
     wanted = FAMILIES[family][1]
-    known = bundled_models() + list(REAL_MODELS)
+    known = catalog_models()
     fitting = [i for i in extra if model_kind(i) in (*wanted, None)]
     return list(dict.fromkeys(fitting + [m.id for m in known if (m.family, m.image_tower) in wanted]))
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.cnn import CNNAdapter
+from models.adapters.cnn import CNNAdapter
 from models.receptive_field import ReceptiveField, trace_receptive_fields
 
 SCALES = ("per unit", "per layer", "global")

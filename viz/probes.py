@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from models import shapes
-from models.bundled_eval import zero_shot_prompt
+from models.world.bundled_eval import zero_shot_prompt
 from viz.cam import ScoreModel, image_tower, prompt_features
 
 

@@ -576,6 +576,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{metadata['images']} images of {args.folder} embedded with {args.model} -> {args.out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,9 +1,9 @@
-"""Train the bundled models on procedural shapes: ``python -m models.train_bundled NAME [--steps N] [--seed S]``.
+"""Train the bundled models on procedural shapes: ``python -m models.world.train_bundled NAME [--steps N] [--seed S]``.
 
 NAME is mini-clip (open_clip CLIP, contrastive), mini-vit (transformers ViT classifier), mini-cnn (transformers
 ResNet classifier) or all. Each is saved in its backend's own format under ``models/bundled/<NAME>/`` (``--out``
 names that folder; with ``all`` it is the parent of the three), with fp16 weights on disk to keep the repository
-small, then reloaded from disk in fp32, measured with :mod:`models.bundled_eval`, and given a README model card.
+small, then reloaded from disk in fp32, measured with :mod:`models.world.bundled_eval`, and given a README model card.
 
 Training images come fresh every step from ``shapes.training_seed(seed, step)`` (>= 10**9), disjoint from the
 held-out evaluation seeds (< 10**9). The same seed and step count give the same weights on the same machine.
@@ -492,7 +492,7 @@ def write_model_card(name: str, out_dir: Path, info: dict) -> None:
         f"# {name}",
         "",
         "A small stand-in for real checkpoints, trained by clipscope itself on its procedural coloured-shapes "
-        "dataset (`models/shapes.py`) so that the app, the notebooks and the tests have real weights offline. "
+        "dataset (`models/world/shapes.py`) so that the app, the notebooks and the tests have real weights offline. "
         "It is not a general vision model: it only knows 6 shapes x 6 colours on synthetic backgrounds.",
         "",
         "## Architecture",
@@ -504,7 +504,7 @@ def write_model_card(name: str, out_dir: Path, info: dict) -> None:
         "",
         "## Training",
         "",
-        "- Data: `models.shapes` images, 64x64 RGB, 6 shapes (circle, square, triangle, star, cross, heart) x "
+        "- Data: `models.world.shapes` images, 64x64 RGB, 6 shapes (circle, square, triangle, star, cross, heart) x "
         "6 colours (red, green, blue, yellow, purple, orange), 2 sizes, 5 positions, plain/noise/stripes/texture "
         "backgrounds; fresh images every step from training seeds `shapes.training_seed(seed, step)` "
         "(>= 10^9), disjoint from the evaluation seeds (< 10^9).",
@@ -603,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.card_only:
             rewrite_card(name, out_dir, args.note)
             continue
-        command = " ".join(["python -m models.train_bundled", name] +
+        command = " ".join(["python -m models.world.train_bundled", name] +
                            (["--steps", str(args.steps)] if args.steps is not None else []) +
                            ["--seed", str(args.seed)] +
                            (["--precision", args.precision] if args.precision != "auto" else []))

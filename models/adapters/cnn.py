@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.adapter import ModelAdapter
-from models.capture import HookPoint
+from models.adapters.base import ModelAdapter
+from models.adapters.capture import HookPoint
 from models.errors import UnknownArchitectureError
 
 
@@ -75,8 +75,8 @@ class CNNAdapter(ModelAdapter):
         return facts
 
 
-# -- layouts, one per backend ----------------------------------------------------------------------------------------
-def _paths(model: nn.Module, modules: list[nn.Module]) -> list[str]:
+# -- layouts shared by several backends --------------------------------------------------------------------------------
+def module_paths(model: nn.Module, modules: list[nn.Module]) -> list[str]:
     names = {id(m): n for n, m in model.named_modules()}
     return [names[id(m)] for m in modules]
 
@@ -91,7 +91,7 @@ def resnet_style_layout(model: nn.Module, class_names: list[str], head_name: str
     head = getattr(model, "attnpool", None) or getattr(model, "fc", None)
     if head is None:
         raise UnknownArchitectureError(f"{type(model).__name__}: no classifier head found.")
-    return CNNLayout(stem=stem, stages=stages, stage_paths=_paths(model, stages), head=head,
+    return CNNLayout(stem=stem, stages=stages, stage_paths=module_paths(model, stages), head=head,
                      head_name=head_name, class_names=class_names)
 
 
@@ -115,35 +115,5 @@ def by_resolution_layout(model: nn.Module, body: nn.Sequential, head: nn.Module,
     last_at_size = [i for i in range(len(children)) if i + 1 == len(children) or sizes[i + 1] != sizes[i]]
     stem = children[0]
     stages = [children[i] for i in last_at_size if i != 0]
-    return CNNLayout(stem=stem, stages=stages, stage_paths=_paths(model, stages), head=head, class_names=class_names)
-
-
-def timm_cnn_layout(model: nn.Module, class_names: list[str]) -> CNNLayout:
-    """timm CNNs: stages are the modules timm's own feature_info names."""
-    info = getattr(model, "feature_info", None)
-    if not info:
-        raise UnknownArchitectureError(f"timm model {type(model).__name__} has no feature_info.")
-    paths = [entry["module"] for entry in info]
-    modules = [model.get_submodule(p) for p in paths]
-    head = model.get_classifier() if hasattr(model, "get_classifier") else None
-    if head is None or isinstance(head, nn.Identity):
-        head = modules[-1]
-        class_names = []
-    return CNNLayout(stem=modules[0], stages=modules[1:], stage_paths=paths[1:], head=head,
-                     head_name="logits" if class_names or not isinstance(head, nn.Identity) else "features",
+    return CNNLayout(stem=stem, stages=stages, stage_paths=module_paths(model, stages), head=head,
                      class_names=class_names)
-
-
-def hf_cnn_layout(model: nn.Module) -> CNNLayout:
-    """transformers ResNet / ConvNext / ConvNextV2 (with or without a classification head)."""
-    base = getattr(model, getattr(model, "base_model_prefix", ""), None) or model
-    stem = getattr(base, "embedder", None) or getattr(base, "embeddings", None)
-    stages = list(base.encoder.stages)
-    classifier = getattr(model, "classifier", None)
-    id2label = getattr(model.config, "id2label", None) or {}
-    if classifier is None:
-        head, head_name, names = stages[-1], "features", []
-    else:
-        head, head_name, names = classifier, "logits", [id2label[i] for i in sorted(id2label)]
-    return CNNLayout(stem=stem, stages=stages, stage_paths=_paths(model, stages), head=head,
-                     head_name=head_name, class_names=names)

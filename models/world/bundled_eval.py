@@ -5,7 +5,7 @@ Every function takes plain callables, so it works on a raw model, an adapter or 
 ``preprocess(list[PIL.Image]) -> [B, 3, H, W]``, ``forward_logits(pixels) -> [B, classes]`` and
 ``cls_attention_fn(pixels) -> [B, grid_h, grid_w]``. Embeddings are compared by cosine similarity.
 
-Held-out data: ``models.shapes.make_dataset(n, seed)`` with ``seed < shapes.TRAIN_SEED_START`` (10**9); training
+Held-out data: ``models.world.shapes.make_dataset(n, seed)`` with ``seed < shapes.TRAIN_SEED_START`` (10**9); training
 only ever uses ``shapes.training_seed(...) >= 10**9``, so the two never share an example.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Procedural "coloured shapes" dataset: images, exact masks, labels and captions from a seed, no files needed.
 
-It is the training and evaluation data of the bundled models (see ``models/train_bundled.py``) and a demo dataset
+It is the training and evaluation data of the bundled models (see ``models/world/train_bundled.py``) and a demo dataset
 for the app and notebooks. Every image holds one or two shapes (6 shapes x 6 colours = 36 "{colour} {shape}"
 classes, 2 sizes, 5 positions) on a muted background (plain, noise, stripes or texture). The same seed always gives
 the same pixels.

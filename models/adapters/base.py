@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from models.attention import AttentionSite
-from models.capture import ATTENTION_VALUES, Capture, HookPoint, expand_names
+from models.adapters.attention import AttentionSite
+from models.adapters.capture import ATTENTION_VALUES, Capture, HookPoint, expand_names
 from models.preprocess import Preprocess
 
 

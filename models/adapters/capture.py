@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.attention import AttentionSite
+from models.adapters.attention import AttentionSite
 from models.errors import CaptureError
 
 ATTENTION_VALUES = ("q", "k", "v", "scores", "pattern")

@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.adapter import ModelAdapter
-from models.attention import AttentionSite
-from models.capture import HookPoint
-from models.errors import UnknownArchitectureError
+from models.adapters.attention import AttentionSite
+from models.adapters.base import ModelAdapter
+from models.adapters.capture import HookPoint
 
 
 @dataclass
@@ -159,51 +158,3 @@ class CLIPAdapter(ModelAdapter):
 
 
 # -- text layouts, one per backend -----------------------------------------------------------------------------------
-def open_clip_text_layout(model: nn.Module) -> TextLayout:
-    """open_clip CLIP (text tower inline) or CustomTextCLIP (``model.text`` is a TextTransformer)."""
-    tower = getattr(model, "text", model)
-    if not hasattr(tower, "transformer") or not hasattr(tower, "token_embedding"):
-        raise UnknownArchitectureError(
-            f"open_clip text tower {type(tower).__name__} is not a TextTransformer (HF text towers are not supported).")
-    blocks = list(tower.transformer.resblocks)
-    projection = tower.text_projection if isinstance(tower.text_projection, nn.Module) else None
-    return TextLayout(
-        token_embed=tower.token_embedding, blocks=blocks,
-        ln1=[b.ln_1 for b in blocks], attn=[b.attn for b in blocks], mlp=[b.mlp for b in blocks],
-        final_norm=tower.ln_final, output=projection,
-        context_length=int(getattr(tower, "context_length", None) or model.context_length),
-        vocab_size=int(getattr(tower, "vocab_size", None) or model.vocab_size),
-    )
-
-
-def open_clip_hf_text_layout(tower: nn.Module, tokenizer) -> TextLayout:
-    """open_clip CustomTextCLIP whose text tower is a Hugging Face encoder (``HFTextEncoder``, e.g. XLM-RoBERTa).
-
-    Its blocks are not mapped (post-norm encoders with padding masks need their own attention recomputation);
-    the tokenizer's context length is the one the model is fed with, not the encoder's position table.
-    """
-    hf_tokenizer = getattr(tokenizer, "tokenizer", None)
-    end_id = getattr(hf_tokenizer, "sep_token_id", None) or getattr(hf_tokenizer, "eos_token_id", None)
-    layout = TextLayout(
-        token_embed=tower.transformer.get_input_embeddings(), blocks=[], ln1=[], attn=[], mlp=[],
-        final_norm=None, output=tower.proj,
-        context_length=int(tokenizer.context_length), vocab_size=int(tower.config.vocab_size),
-    )
-    if end_id is not None:
-        layout.pooled_index = lambda ids: (ids == end_id).int().argmax(dim=-1)
-    if hf_tokenizer is not None:
-        layout.token_text = lambda i: hf_tokenizer.convert_ids_to_tokens(i)
-    return layout
-
-
-def hf_text_layout(model: nn.Module) -> TextLayout:
-    """transformers CLIPModel text tower."""
-    text = model.text_model
-    blocks = list(text.encoder.layers)
-    return TextLayout(
-        token_embed=text.embeddings.token_embedding, blocks=blocks,
-        ln1=[b.layer_norm1 for b in blocks], attn=[b.self_attn for b in blocks], mlp=[b.mlp for b in blocks],
-        final_norm=text.final_layer_norm, output=model.text_projection,
-        context_length=int(model.config.text_config.max_position_embeddings),
-        vocab_size=int(model.config.text_config.vocab_size),
-    )

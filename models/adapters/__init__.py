@@ -1,0 +1,1 @@
+"""Family adapters around native modules (clip, vit, hierarchical, cnn), hook points, capture and attention."""
