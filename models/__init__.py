@@ -20,9 +20,10 @@ from models.errors import (
 from models.model_ids import ModelId, parse_model_id
 from models.preprocess import Preprocess
 from models.registry import clear_cache, load_model
+from models.world import bundled_eval, shapes
 
 __all__ = [
     "ActivationCache", "CLIPAdapter", "CNNAdapter", "Capture", "CaptureError", "ClipscopeModelError", "ModelAdapter",
     "ModelId", "ModelIdError", "ModelUnavailableOfflineError", "Preprocess", "UnknownArchitectureError", "ViTAdapter",
-    "clear_cache", "load_model", "parse_model_id",
+    "bundled_eval", "bundled_eval", "clear_cache", "load_model", "parse_model_id", "shapes", "shapes",
 ]

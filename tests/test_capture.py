@@ -286,7 +286,7 @@ def test_pattern_gradient_equals_autograd_through_an_eager_pattern(name, tiny_di
         heads = (pattern @ v.float()).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
         grad_out = cache.attention_output_grads[f"blocks.{last}.attn"]
         grad_out = site.grad_output_batch_first(grad_out)
-        weight, _ = site._output_weight_and_head_scale()
+        weight, _ = site.output_projection()
         (heads @ weight.float().T * grad_out.float()).sum().backward()
     torch.testing.assert_close(fast, pattern.grad, atol=1e-6, rtol=1e-4)
     assert fast.abs().sum() > 0

@@ -87,6 +87,39 @@ class ModelAdapter:
         tensor = images if torch.is_tensor(images) else self.preprocess(images)
         return tensor.to(self.device, self.dtype)
 
+    # -- capabilities: what viz/ and ui/ ask instead of a family or backend ------------------------------------------
+    class_names: list[str] = []      # the classifier's output names; empty for feature extractors and CLIP
+    has_text: bool = False           # is there a text tower (encode_text, tokenize, logits)?
+    probability: str = "softmax"     # how output scores become probabilities: "softmax" over outputs, or "sigmoid"
+
+    @property
+    def image_tower(self) -> ModelAdapter:
+        """The adapter of the image side: the model itself, or a CLIP's image tower."""
+        return self
+
+    @property
+    def has_attention(self) -> bool:
+        """Does the image tower have attention layers the attention views can read?"""
+        return any(not name.startswith("text.") for name in self.image_tower.sites)
+
+    @property
+    def has_feature_maps(self) -> bool:
+        """Does the image tower have spatial stages (batch, channels, h, w) the CNN views can read?"""
+        return any(name.startswith("stages.") for name in self.image_tower.points)
+
+    def run_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The image forward whose output the model is judged by: logits, features, or a CLIP image embedding."""
+        return self.image_tower.forward(pixels)
+
+    def probabilities(self, scores: torch.Tensor, dim: int = -1) -> torch.Tensor:
+        """Scores (logits) as the probabilities the model was trained with: softmax, or independent sigmoids."""
+        return scores.sigmoid() if self.probability == "sigmoid" else scores.softmax(dim=dim)
+
+    def output_label(self, index: int) -> str:
+        """The name of output ``index``: its class name where the model has them, else "output N"."""
+        names = self.image_tower.class_names
+        return names[index] if 0 <= index < len(names) else f"output {index}"
+
     # -- facts ----------------------------------------------------------------------------------------------------
     @property
     def num_parameters(self) -> int:

@@ -58,6 +58,7 @@ class ActivationCache:
     values: dict[str, torch.Tensor] = field(default_factory=dict)
     grads: dict[str, torch.Tensor] = field(default_factory=dict)
     attention_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
+    attention_contexts: dict[str, dict] = field(default_factory=dict)
     attention_output_grads: dict[str, torch.Tensor] = field(default_factory=dict)
     attention_projections: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     _derived: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -95,7 +96,7 @@ class ActivationCache:
                 q, k, v = self._qkv(site_name, with_v=wants_v)
                 derived = {"q": q, "k": k, "v": v}
                 if value in ("scores", "pattern"):
-                    derived["scores"] = site.scores(q, k)
+                    derived["scores"] = site.scores(q, k, self.attention_contexts.get(site_name))
                     derived["pattern"] = derived["scores"].softmax(dim=-1)
             for name, tensor in derived.items():
                 if f"{site_name}.{name}" in self.names:
@@ -107,9 +108,10 @@ class ActivationCache:
         """Q, K, V of one site: the model's own projections where it has them as modules, else recomputed."""
         site = self.sites[site_name]
         recorded = self.attention_projections.get(site_name, {})
+        context = self.attention_contexts.get(site_name)
         if recorded and len(recorded) == len(site.projection_modules()):
-            return site.qkv_from_projections([recorded[i] for i in range(len(recorded))])
-        return site.qkv(self.attention_inputs[site_name], with_v=with_v)
+            return site.qkv_from_projections([recorded[i] for i in range(len(recorded))], context)
+        return site.qkv(self.attention_inputs[site_name], with_v=with_v, context=context)
 
     def grad(self, name: str) -> torch.Tensor:
         """d(loss)/d(captured tensor), available after ``loss.backward()`` inside a ``grad=True`` capture."""
@@ -234,6 +236,7 @@ class Capture:
 
         def pre_hook(module, args, kwargs):
             self.cache.attention_inputs[site_name] = site.input_of(args, kwargs)
+            self.cache.attention_contexts[site_name] = site.context_of(args, kwargs)
             self.cache._derived = {k: v for k, v in self.cache._derived.items() if not k.startswith(site_name + ".")}
         self._handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
         for index, projection in enumerate(site.projection_modules()):

@@ -20,24 +20,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.adapters.attention import AttentionSite
 from models.adapters.base import ModelAdapter
 from models.adapters.capture import HookPoint
+from models.adapters.stack import BlockStack, stack_points
 
 
-@dataclass
-class TextLayout:
+@dataclass(kw_only=True)
+class TextLayout(BlockStack):
     """The native modules of a CLIP text tower."""
 
     token_embed: nn.Module
-    blocks: list[nn.Module]
-    ln1: list[nn.Module]
-    attn: list[nn.Module]
-    mlp: list[nn.Module]
     final_norm: nn.Module | None   # None where the tower has no final norm of its own (post-norm towers)
     output: nn.Module | None   # projection module, or None when the projection is a bare parameter
     context_length: int
     vocab_size: int
+    causal: bool = True        # OpenAI-style towers are causal; SigLIP, CLIPA and XLM-R towers are not
     pooled_index: Callable[[torch.Tensor], torch.Tensor] = lambda ids: ids.argmax(dim=-1)  # the EOT token
     token_text: Callable[[int], str] = str
 
@@ -46,6 +43,7 @@ class CLIPAdapter(ModelAdapter):
     """A CLIP model: ``visual`` (ViT or CNN adapter) + text tower + logit scale."""
 
     family = "clip"
+    has_text = True
 
     def __init__(self, visual: ModelAdapter, text: TextLayout,
                  encode_text_tokens: Callable[[torch.Tensor], torch.Tensor],
@@ -64,20 +62,22 @@ class CLIPAdapter(ModelAdapter):
         self.points.update(visual.points)
         self.sites.update(visual.sites)
         self.points["text.token_embed"] = HookPoint(text.token_embed)
-        for i, block in enumerate(text.blocks):
-            self.points[f"text.blocks.{i}.resid_pre"] = HookPoint(block, kind="input")
-            self.points[f"text.blocks.{i}.ln1"] = HookPoint(text.ln1[i])
-            self.sites[f"text.blocks.{i}.attn"] = AttentionSite.detect(text.attn[i], causal=True)
-            self.points[f"text.blocks.{i}.attn_out"] = HookPoint(text.attn[i])
-            self.points[f"text.blocks.{i}.mlp_out"] = HookPoint(text.mlp[i])
-            self.points[f"text.blocks.{i}.resid_post"] = HookPoint(block)
+        points, sites = stack_points(text, prefix="text.")
+        self.points.update(points)
+        self.sites.update(sites)
         if text.final_norm is not None:
             self.points["text.final_norm"] = HookPoint(text.final_norm)
         if text.output is not None:
             self.points["text_embed"] = HookPoint(text.output)
+        # SigLIP-style models add a learned bias and score each (image, text) pair with an independent sigmoid
+        self.probability = "sigmoid" if logit_bias() is not None else "softmax"
         # the image tower and the whole model share one autograd switch: a grad capture on either turns it on
         visual.run_context = self.run_context
         visual.lock = self.lock
+
+    @property
+    def image_tower(self) -> ModelAdapter:
+        return self.visual
 
     def run_context(self):
         grad = self._grad_captures or self.visual._grad_captures

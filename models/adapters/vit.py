@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.adapters.attention import AttentionSite
 from models.adapters.base import ModelAdapter
 from models.adapters.capture import HookPoint
+from models.adapters.stack import BlockStack, stack_points
 from models.errors import UnknownArchitectureError
 from models.preprocess import square
 
@@ -39,15 +39,11 @@ def channels_last_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(1, 2) if x.ndim == 4 else x
 
 
-@dataclass
-class ViTLayout:
+@dataclass(kw_only=True)
+class ViTLayout(BlockStack):
     """The native modules of one ViT, found once per backend."""
 
     patch_embed: nn.Module
-    blocks: list[nn.Module]
-    ln1: list[nn.Module]
-    attn: list[nn.Module]
-    mlp: list[nn.Module]
     final_norm: nn.Module | None
     patch_size: tuple[int, int]
     image_size: tuple[int, int]
@@ -57,9 +53,9 @@ class ViTLayout:
     output_name: str = "logits"            # "logits" or "image_embed"
     patch_embed_transform: Callable = channels_first_to_tokens
     pos_embed_prefix_rows: int = 1         # how many prefix tokens the stored table covers
-    causal: bool = False
     class_names: list[str] = field(default_factory=list)
     project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # CLIP: final norm + projection
+    readout: str = "cls"                   # what the output reads: "cls", "mean" (of the patches), "attention_pool"
 
 
 class ViTAdapter(ModelAdapter):
@@ -76,14 +72,9 @@ class ViTAdapter(ModelAdapter):
         if layout.pos_embed is not None:
             self.points["pos_embed"] = HookPoint(layout.patch_embed, kind="static",
                                                  transform=lambda _: layout.pos_embed())
-        for i, block in enumerate(layout.blocks):
-            self.points[f"blocks.{i}.resid_pre"] = HookPoint(block, kind="input")
-            self.points[f"blocks.{i}.ln1"] = HookPoint(layout.ln1[i])
-            self.sites[f"blocks.{i}.attn"] = AttentionSite.detect(layout.attn[i], causal=layout.causal)
-            self.points[f"blocks.{i}.attn_out"] = HookPoint(
-                layout.attn[i], transform=self.sites[f"blocks.{i}.attn"].grad_output_batch_first)
-            self.points[f"blocks.{i}.mlp_out"] = HookPoint(layout.mlp[i])
-            self.points[f"blocks.{i}.resid_post"] = HookPoint(block)
+        points, sites = stack_points(layout)
+        self.points.update(points)
+        self.sites.update(sites)
         if layout.final_norm is not None:
             self.points["final_norm"] = HookPoint(layout.final_norm)
         self.points[layout.output_name] = HookPoint(layout.output)
@@ -105,6 +96,11 @@ class ViTAdapter(ModelAdapter):
     def prefix_tokens(self) -> list[str]:
         """Names of the tokens before the patches: cls, reg0.., dist."""
         return list(self.layout.prefix_tokens)
+
+    @property
+    def readout(self) -> str:
+        """What the model's output reads from the last block: "cls", "mean" of the patches, or "attention_pool"."""
+        return self.layout.readout
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models import shapes
+from models.world import shapes
 
 EVAL_SEED = 20_240_601  # default held-out dataset seed (any seed below shapes.TRAIN_SEED_START is held out)
 

@@ -29,7 +29,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from models import bundled_eval, shapes
+from models.world import bundled_eval, shapes
 
 NAMES = ("mini-clip", "mini-vit", "mini-cnn")
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
