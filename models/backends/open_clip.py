@@ -5,8 +5,10 @@ Owns open_clip's id forms, loading, its image towers (VisionTransformer, Modifie
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from models.adapters.clip import CLIPAdapter, TextLayout
@@ -187,6 +189,73 @@ def usable_offline(name: str) -> bool:
                                                             "open_clip_pytorch_model.bin"))
 
 
+# -- coverage: real configurations with random weights, and the eager reference ------------------------------------
+def _tiny_config(cfg: dict) -> dict:
+    """The same classes as ``cfg`` at a size that builds and runs in a second on a CPU."""
+    cfg = json.loads(json.dumps(cfg))
+    vision, text = cfg["vision_cfg"], cfg["text_cfg"]
+    cfg["embed_dim"] = 32
+    if "timm_model_name" not in vision:
+        if isinstance(vision.get("layers"), list):  # ModifiedResNet
+            vision.update(layers=[1, 1, 1, 1], width=16, image_size=64)
+        else:
+            patch = vision.get("patch_size", 16)
+            vision.update(layers=2, width=64, head_width=16, image_size=4 * patch)
+    if "hf_model_name" not in text:
+        text.update(width=32, heads=4, layers=2, context_length=min(int(text.get("context_length", 77)), 16))
+    return cfg
+
+
+def save_random(arch: str, directory: Path, tiny: bool = True) -> str:
+    """Build open_clip architecture ``arch`` from its own config (random weights), write it as a local-dir."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise unknown_name("open_clip", arch, open_clip.list_models())
+    cfg = _tiny_config(cfg) if tiny else json.loads(json.dumps(cfg))
+    directory.mkdir(parents=True, exist_ok=True)
+    size = cfg["vision_cfg"].get("image_size", 224)
+    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {"size": size}}))
+    model = _build(cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, directory / "open_clip_model.safetensors")
+    return f"open_clip:local-dir:{directory}"
+
+
+def _build(cfg: dict) -> nn.Module:
+    import open_clip
+
+    cfg = dict(cfg)
+    custom = cfg.pop("custom_text", False) or "hf_model_name" in cfg["text_cfg"]
+    cls = open_clip.model.CustomTextCLIP if custom else open_clip.model.CLIP
+    if "multimodal_cfg" in cfg:
+        cls = open_clip.coca_model.CoCa
+    return cls(**cfg).eval()
+
+
+def _mha_eager(site, args: tuple, kwargs: dict) -> torch.Tensor:
+    """nn.MultiheadAttention's own eager weights for one recorded call (need_weights, per head)."""
+    module = site.module
+    x = args[0] if args else kwargs["query"]
+    mask = kwargs.get("attn_mask")
+    return module(x, x, x, need_weights=True, average_attn_weights=False, attn_mask=mask)[1]
+
+
+def eager_patterns(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Every attention site's pattern from the module's own eager code, called on the recorded inputs."""
+    from models.coverage import record_site_calls
+
+    calls = record_site_calls(adapter, pixels, tokens)
+    patterns = {}
+    with torch.no_grad():
+        for name, (args, kwargs) in calls.items():
+            site = adapter.sites[name]
+            if isinstance(site.module, nn.MultiheadAttention):
+                patterns[name] = _mha_eager(site, args, kwargs)
+    return patterns
+
+
 register(Backend(
     name="open_clip", load=load,
     id_forms=("open_clip:ARCH/PRETRAINED (e.g. open_clip:ViT-B-32/openai), open_clip:hf-hub:ORG/REPO, "
@@ -196,4 +265,6 @@ register(Backend(
     is_local=lambda name: name.startswith("local-dir:") or Path(name).expanduser().exists(),
     usable_offline=usable_offline,
     catalog=lambda: list(CATALOG),
+    save_random=save_random,
+    eager_patterns=eager_patterns,
 ))
