@@ -21,7 +21,7 @@ from ui.embedding_tab import build_embedding_tab
 from ui.model_tab import build_model_tab
 from ui.patches_tab import build_patches_tab
 from ui.self_check import report, run_checks
-from ui.shared_inputs import build_shared_inputs, default_ids, family_choices
+from ui.shared_inputs import build_shared_inputs, default_ids, picker_choices
 from ui.zero_shot_tab import build_zero_shot_tab
 from viz.embedding_space import warm_up
 
@@ -58,7 +58,7 @@ def build_app(models: list[str] | None = None, allowed_folders: list[str] | None
         with gr.Tab(TABS[2]):
             build_patches_tab(shared)
         with gr.Tab(TABS[3]):
-            build_cnn_tab(shared, family_choices("transformer", models) + family_choices("cnn", models))
+            build_cnn_tab(shared, picker_choices("transformer", models) + picker_choices("cnn", models))
         with gr.Tab(TABS[4]):
             build_zero_shot_tab(shared)
         with gr.Tab(TABS[5]):

@@ -32,8 +32,8 @@ def _sync(device: torch.device) -> None:
 def measure(model_id: str, batches: list[int], repeats: int, device: str | None, dtype: str | None = None) -> dict:
     """Median seconds of the bare forward and of the two captures, and their ratios to bare, per batch size."""
     model = load_model(model_id, device=device, dtype=dtype)
-    vit = model.visual if model.family == "clip" else model
-    run = model.encode_image if model.family == "clip" else model.forward
+    vit = model.image_tower
+    run = model.run_image
 
     def bare(pixels):
         run(pixels)

@@ -84,8 +84,8 @@ def measure_model(model_id: str, dtype: str, batch: int, repeats: int, device: s
     from models import load_model
 
     model = load_model(model_id, device=device, dtype=dtype)
-    vit = model.visual if model.family == "clip" else model
-    run = model.encode_image if model.family == "clip" else model.forward
+    vit = model.image_tower
+    run = model.run_image
     pixels = torch.randn(batch, 3, *vit.preprocess.size, device=model.device, dtype=model.dtype)
     flops = count_flops(run, pixels[:1])
     if compile_model:

@@ -64,77 +64,43 @@ def entry(view: str, figure: str, value: object) -> dict:
     return {"view": view, "figure": figure, "bytes": len(raw), "gzip_bytes": len(gzip.compress(raw, 6))}
 
 
-def attention_and_patches(model_id: str, device: str | None) -> list[dict]:
-    """The Attention and Patches views of one image through a CLIP ViT, every figure of each response."""
-    import math
+def _responses(response: str, figures: dict, names: dict[str, str]) -> list[dict]:
+    """Entries for the named figures of one view's output, under the API call that sends them."""
+    return [entry(response, label, figures[key]) for key, label in names.items()]
 
+
+def attention_and_patches(model_id: str, device: str | None) -> list[dict]:
+    """The Attention and Patches views of one image through a CLIP ViT, every figure of each response, drawn by the
+    registered views the app's handlers call."""
     from models import load_model, shapes
-    from viz.attention import mean_distance_by_layer
-    from viz.attention_figures import (
-        head_grid_figure,
-        mean_distance_figure,
-        overlay_figure,
-        patch_grid_figure,
-        patch_zero_shot_figure,
-        steps_figure,
-    )
-    from viz.attention_session import AttentionSession
-    from viz.patch_figures import (
-        attention_correlation_figure,
-        filters_figure,
-        patch_pca_figure,
-        position_similarity_figure,
-        residual_figure,
-        token_similarity_figure,
-    )
-    from viz.patches import (
-        filters_to_rgb_tiles,
-        patch_embed_weight,
-        patch_filter_components,
-        patch_pca_rgb,
-        position_similarity,
-        token_similarity,
-    )
-    from viz.residual import attention_map_correlation, residual_norms
+    from viz.views import Subject, run_view
 
     model = load_model(model_id, device=device)
-    images = [e.image for e in shapes.make_dataset(2, seed=11)]
-    session = AttentionSession(model, images[0].resize((256, 256)))
-    vit = session.vit
-    seen = vit.preprocess.unnormalize(session.pixels[0])
-    layer, query = vit.num_layers - 1, session.token_of_patch(session.grid[0] // 2, session.grid[1] // 2)
-    cell = (session.grid[0] // 2, session.grid[1] // 2)
-    labels = [f"patch ({(t - session.prefix) // session.grid[1]}, {(t - session.prefix) % session.grid[1]})"
-              if t >= session.prefix else "CLS" for t in range(session.num_tokens)]
-    grid = patch_grid_figure(seen, session.grid, vit.patch_size, vit.prefix_tokens)
-    view = [("query map over the image", overlay_figure(seen, session.query_map(layer, "mean", query), "q", cell)),
-            ("all heads grid", head_grid_figure(session.all_heads(layer, query), "heads")),
-            ("step by step", steps_figure(session.steps(layer, 0, query, 1.0), labels))]
+    subject = Subject(model, shapes.make_dataset(2, seed=11)[0].image.resize((256, 256)))
+    session = subject.attention()
+    layer, query = session.vit.num_layers - 1, session.token_of_patch(session.grid[0] // 2, session.grid[1] // 2)
+    grid = run_view("patches.grid", subject)["grid"]
+    view = [("query map over the image", run_view("attention.query", subject, layer=layer, query=query)["overlay"]),
+            ("all heads grid", run_view("attention.heads", subject, layer=layer, query=query)["heads"]),
+            ("step by step", run_view("attention.steps", subject, layer=layer, query=query)["steps"])]
     out = [entry("attention_analyse", "patch grid", grid)]
     out += [entry("attention_analyse", name, fig) for name, fig in view]
     out += [entry("attention_view", name, fig) for name, fig in view]
-    out.append(entry("attention_rollout", "rollout over the image",
-                     overlay_figure(seen, session.rollout_map("mean", 0.0), "rollout")))
+    out += _responses("attention_rollout", run_view("attention.rollout", subject),
+                      {"rollout": "rollout over the image"})
     prompts = ["a red triangle", "an orange circle", "a blue square", "a background"]
-    out.append(entry("attention_zero_shot", "best prompt per patch",
-                     patch_zero_shot_figure(seen, session.patch_zero_shot(prompts), prompts)))
-    out.append(entry("mean_attention_distance", "distance per head vs depth",
-                     mean_distance_figure(mean_distance_by_layer(model, model.pixels(images)))))
-    components, explained = patch_filter_components(patch_embed_weight(vit.layout.patch_embed))
-    patches = [("patch grid", grid), ("patch-embedding filters", filters_figure(filters_to_rgb_tiles(components),
-                                                                               explained))]
-    if session.pos_table is not None:
-        prefix_rows = vit.layout.pos_embed_prefix_rows
-        side = math.isqrt(session.pos_table.shape[0] - prefix_rows)
-        sim = position_similarity(session.pos_table, (side, side), prefix_rows, target_grid=session.grid)
-        patches.append(("position-embedding similarity", position_similarity_figure(sim)))
-    tokens = session.stream[f"blocks.{layer}.resid_post"][0]
-    similarity = token_similarity(tokens, query)[session.prefix:].reshape(session.grid)
-    layer_views = [("token similarity", token_similarity_figure(similarity, cell)),
-                   ("PCA islands", patch_pca_figure(patch_pca_rgb(tokens[session.prefix:], session.grid)))]
-    patches += [("residual norms", residual_figure(residual_norms(session.stream, vit.num_layers))),
-                ("attention correlation",
-                 attention_correlation_figure(attention_map_correlation([p[None] for p in session.patterns])))]
+    out += _responses("attention_zero_shot", run_view("attention.patch_zero_shot", subject, prompts=prompts),
+                      {"patch_zero_shot": "best prompt per patch"})
+    out += _responses("mean_attention_distance", run_view("attention.mean_distance", subject, images=2),
+                      {"mean_distance": "distance per head vs depth"})
+    patches = [("patch grid", grid), ("patch-embedding filters", run_view("patches.filters", subject)["filters"])]
+    if "pos_embed" in session.vit.points:
+        patches.append(("position-embedding similarity", run_view("patches.positions", subject)["positions"]))
+    layer_views = [("token similarity",
+                    run_view("patches.token_similarity", subject, layer=layer, query=query)["similarity"]),
+                   ("PCA islands", run_view("patches.islands", subject, layer=layer)["islands"])]
+    patches += [("residual norms", run_view("patches.residual", subject)["residual"]),
+                ("attention correlation", run_view("patches.attention_correlation", subject)["correlation"])]
     out += [entry("patches_analyse", name, fig) for name, fig in patches + layer_views]
     out += [entry("patches_layer", name, fig) for name, fig in layer_views]
     return out
@@ -143,45 +109,26 @@ def attention_and_patches(model_id: str, device: str | None) -> list[dict]:
 def cnn_views(model_id: str, device: str | None) -> list[dict]:
     """The CNN views of one image: the largest feature-map grid, filters, the biggest kernel, fields and a CAM."""
     from models import load_model, shapes
-    from viz.cam import default_cam_layer
-    from viz.cnn import first_conv, kernel_slices, layer_module, rgb_kernel_tiles, stage_names
-    from viz.cnn_figures import (
-        cam_figure,
-        feature_grid_figure,
-        kernel_figure,
-        layer_map_figure,
-        prediction_figure,
-        receptive_field_figure,
-        rgb_filters_figure,
-        stage_shapes_figure,
-    )
-    from viz.cnn_session import CNNSession
+    from viz.cnn import layer_module, stage_names
+    from viz.views import Subject, run_view
 
     model = load_model(model_id, device=device)
-    session = CNNSession(model, shapes.make_dataset(1, seed=12)[0].image.resize((256, 256)))
+    subject = Subject(model, shapes.make_dataset(1, seed=12)[0].image.resize((256, 256)))
+    session = subject.cnn()
     tower = session.tower
-    out = [entry("cnn_analyse", "prediction", prediction_figure(session.prediction(k=5))),
-           entry("cnn_analyse", "stage shapes", stage_shapes_figure(session.shapes()))]
+    out = [entry("cnn_analyse", "prediction", run_view("cnn.prediction", subject, k=5)["prediction"]),
+           entry("cnn_analyse", "stage shapes", run_view("cnn.stages", subject)["stages"])]
     largest = max(stage_names(tower), key=lambda name: session.maps[name][0].numel())  # biggest maps (first on ties)
-    scaled, chosen = session.feature_maps(largest, 64, None, "per unit")
-    out.append(entry("cnn_feature_maps", f"{len(chosen)} maps of {largest}", feature_grid_figure(scaled, chosen,
-                                                                                                  largest)))
-    path, conv = first_conv(tower)
-    out.append(entry("cnn_filters", "first-layer kernels", rgb_filters_figure(rgb_kernel_tiles(conv.weight), path)))
+    out += _responses("cnn_feature_maps", run_view("cnn.feature_maps", subject, layer=largest, k=64),
+                      {"feature_maps": f"64 maps of {largest}"})
+    out += _responses("cnn_filters", run_view("cnn.filters", subject), {"filters": "first-layer kernels"})
     convs = [name for name in session.layers() if name.startswith("module.")]
     biggest = max(convs, key=lambda name: layer_module(tower, name).weight[0].numel())
-    out.append(entry("cnn_kernel", f"one kernel of {biggest}", kernel_figure(kernel_slices(layer_module(
-        tower, biggest), 0), biggest)))
-    layer = stage_names(tower)[-1]
-    field = session.field(layer)
-    unit = (field.map_size[0] // 2, field.map_size[1] // 2)
-    erf = session.effective_field(layer, unit)
-    maps = session.layer_maps(layer).mean(0).numpy()
-    out += [entry("cnn_receptive_field", "theoretical vs effective field",
-                  receptive_field_figure(session.image, field, unit, erf, layer)),
-            entry("cnn_receptive_field", "layer map", layer_map_figure(maps, unit, layer))]
-    cam = session.cam(0, "Grad-CAM", default_cam_layer(model))
-    out.append(entry("cnn_cam", "Grad-CAM over the image", cam_figure(session.image, cam, "cam")))
+    out += _responses("cnn_kernel", run_view("cnn.kernel", subject, layer=biggest),
+                      {"kernel": f"one kernel of {biggest}"})
+    out += _responses("cnn_receptive_field", run_view("cnn.receptive_field", subject),
+                      {"field": "theoretical vs effective field", "layer_map": "layer map"})
+    out += _responses("cnn_cam", run_view("cnn.cam", subject, target=0), {"cam": "Grad-CAM over the image"})
     return out
 
 

@@ -19,13 +19,11 @@ import time
 from collections.abc import Callable
 
 from models import load_model, shapes
-from viz.attention_figures import head_grid_figure, overlay_figure, patch_grid_figure, steps_figure
 from viz.attention_session import AttentionSession
 from viz.cnn import stage_names
 from viz.cnn_figures import feature_grid_figure
 from viz.cnn_session import CNNSession
-from viz.patch_figures import patch_pca_figure, token_similarity_figure
-from viz.patches import patch_pca_rgb, token_similarity
+from viz.views import Subject, run_view
 
 
 def measure(model_id: str, repeats: int, device: str | None = None) -> dict:
@@ -56,52 +54,41 @@ def _timed(function) -> float:
     return time.perf_counter() - start
 
 
-def _attention_views(session: AttentionSession) -> dict[str, Callable[[], object]]:
-    """Each switchable view as the app serves it: tensors from the session, figure built and serialised."""
-    layer, head, query = session.vit.num_layers - 1, 1 % session.vit.num_heads, session.token_of_patch(1, 1)
-    image = session.vit.preprocess.unnormalize(session.pixels[0])
-    labels = [str(t) for t in range(session.num_tokens)]
+def _attention_views(subject: Subject) -> dict[str, Callable[[], object]]:
+    """Each switchable view as the app serves it: the registered view run on the stored subject, its figure
+    serialised."""
+    session = subject.attention()
+    layer, query = session.vit.num_layers - 1, session.token_of_patch(1, 1)
+    head = f"head {1 % session.vit.num_heads}"
 
-    def overlay():
-        return overlay_figure(image, session.query_map(layer, head, query), "query", query_cell=(1, 1)).to_json()
+    def figure(name: str, key: str, **params) -> Callable[[], str]:
+        return lambda: run_view(name, subject, **params)[key].to_json()
 
-    def heads():
-        return head_grid_figure(session.all_heads(layer, query), "heads").to_json()
-
-    def steps():
-        return steps_figure(session.steps(layer, head, query, 0.5), labels).to_json()
-
-    def rollout():
-        return overlay_figure(image, session.rollout_map("max", 0.5), "rollout").to_json()
-
-    def patches_layer():
-        tokens = session.stream[f"blocks.{layer}.resid_post"][0]
-        similarity = token_similarity(tokens, query)[session.prefix:].reshape(session.grid)
-        islands = patch_pca_rgb(tokens[session.prefix:], session.grid)
-        return token_similarity_figure(similarity, (1, 1)).to_json(), patch_pca_figure(islands).to_json()
-
-    def patch_grid():
-        return patch_grid_figure(image, session.grid, session.vit.patch_size, session.vit.prefix_tokens).to_json()
-
+    overlay = figure("attention.query", "overlay", layer=layer, head=head, query=query)
+    heads = figure("attention.heads", "heads", layer=layer, query=query)
+    steps = figure("attention.steps", "steps", layer=layer, head=head, query=query, temperature=0.5)
+    similarity = figure("patches.token_similarity", "similarity", layer=layer, query=query)
+    islands = figure("patches.islands", "islands", layer=layer)
     return {"attention: query map over the image": overlay, "attention: all heads grid": heads,
-            "attention: step by step (one row)": steps, "attention: rollout": rollout,
+            "attention: step by step (one row)": steps,
+            "attention: rollout": figure("attention.rollout", "rollout", fusion="max", discard=0.5),
             "attention: layer/head/query switch (map + heads + steps, as the app redraws)":
                 lambda: (overlay(), heads(), steps()),
-            "patches: layer switch (token similarity + PCA islands)": patches_layer,
-            "patch grid figure (sent with every Attention / Patches analyse)": patch_grid}
+            "patches: layer switch (token similarity + PCA islands)": lambda: (similarity(), islands()),
+            "patch grid figure (sent with every Attention / Patches analyse)": figure("patches.grid", "grid")}
 
 
 def measure_views(model_id: str, repeats: int, device: str | None = None) -> dict:
     """Median seconds of each attention / patches view (figure included) and its ratio to the first request."""
     model = load_model(model_id, device=device)
     image = shapes.make_dataset(1, seed=1)[0].image
-    session = AttentionSession(model, image)  # warm-up
-    views = _attention_views(session)
+    subject = Subject(model, image)  # warm-up
+    views = _attention_views(subject)
     for view in views.values():
         view()
     first, times = [], {name: [] for name in views}
     for _ in range(repeats):
-        first.append(_timed(lambda: AttentionSession(model, image)))
+        first.append(_timed(lambda: Subject(model, image).attention()))
         for name, view in views.items():
             times[name].append(_timed(view))
     first_s = statistics.median(first)

@@ -218,15 +218,25 @@ def select(rows: Sequence[Row], only: Sequence[str] = ()) -> list[Row]:
 def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable | None = None,
                device: str = "cpu", root: Path | None = None,
                progress: Callable[[RowResult], None] | None = None) -> list[RowResult]:
-    """Every row, each in its own folder under ``root`` (a temporary one by default)."""
+    """Every row, each in its own folder under ``root`` (a temporary one by default).
+
+    What survives a collection before each row (libraries and what rows imported, their caches: ~500k objects) is
+    frozen out of the garbage collector until the matrix ends, so each row's ``gc.collect()`` scans only what that
+    row made (0.27 s -> 2 ms a row).
+    """
     results = []
-    with tempfile.TemporaryDirectory(prefix="clipscope-coverage-") as tmp:
-        base = Path(root) if root is not None else Path(tmp)
-        for row in rows:
-            result = run_row(row, base, tiny=tiny, views=views, device=device)
-            results.append(result)
-            if progress is not None:
-                progress(result)
+    try:
+        with tempfile.TemporaryDirectory(prefix="clipscope-coverage-") as tmp:
+            base = Path(root) if root is not None else Path(tmp)
+            for row in rows:
+                gc.collect()
+                gc.freeze()
+                result = run_row(row, base, tiny=tiny, views=views, device=device)
+                results.append(result)
+                if progress is not None:
+                    progress(result)
+    finally:
+        gc.unfreeze()
     return results
 
 

@@ -7,11 +7,17 @@ branches, DenseNet concatenation); a global pool makes the field the whole image
 from one (squeeze-excitation), because through it every pixel reaches every unit.
 
 The result per layer and axis is ``lo + i * jump ... hi + i * jump``: the input pixels unit ``i`` can depend on.
+
+Modules that move positions in ways no op-by-op rule follows (window attention partitions, rolls and reshapes the
+map; patch merging regroups 2x2 cells into channels) are given as ``mixers``: module -> a sliding window
+``(kernel, stride, padding)`` in units of its input grid that bounds what each output cell reads, or None for
+global mixing (global or dilated-grid attention). Window attention of size w reads at most the (2w - 1) cells
+around a cell (its window, wherever the window boundary and the shift put it): the field is that bound.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -61,12 +67,22 @@ class Span:
 
 @dataclass(frozen=True)
 class _Field:
-    """A traced tensor: which dims are its rows and columns, their sizes, and the span along each."""
+    """A traced tensor: which dims are its rows and columns, their sizes, and the span along each. A ``flat`` field
+    holds the rows x cols grid row-major in the one dim ``axes[0]`` (a token sequence, e.g. HF Swin's stages)."""
 
     axes: tuple[int, int]
     shape: tuple[int, int]
     rows: Span
     cols: Span
+    flat: bool = False
+
+    def spatial(self, out: torch.Tensor) -> bool:
+        """Does ``out`` still hold this field's grid where this field keeps it?"""
+        if max(self.axes) >= out.dim():
+            return False
+        if self.flat:
+            return out.shape[self.axes[0]] == self.shape[0] * self.shape[1]
+        return (out.shape[self.axes[0]], out.shape[self.axes[1]]) == self.shape
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,9 @@ _ADAPTIVE_POOLS = {F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch._C._nn.ad
                    F.adaptive_max_pool2d_with_indices}
 _PADS = {F.pad, torch._C._nn.pad}
 _PERMUTES = {torch.permute, torch.Tensor.permute}
+_FLATTENS = {torch.flatten, torch.Tensor.flatten}
+_TRANSPOSES = {torch.transpose, torch.Tensor.transpose}
+_VIEWS = {torch.reshape, torch.Tensor.reshape, torch.Tensor.view}
 
 
 class _Tracer(TorchFunctionMode):
@@ -205,12 +224,44 @@ class _Tracer(TorchFunctionMode):
             cols = first.cols if first.cols.whole else Span(first.cols.lo - left * first.cols.jump,
                                                             first.cols.hi - left * first.cols.jump, first.cols.jump)
             return _Field(first.axes, tuple(out.shape[-2:]), rows, cols)
+        if first is not None and (first.flat and func in _TRANSPOSES | _VIEWS or func in _FLATTENS):
+            regridded = self._regrid(func, args, kwargs, first, out)
+            if regridded is not None or first.flat:
+                return regridded
         if func in _PERMUTES and first is not None:
             dims = _argument(args, kwargs, 1, "dims", None)
             dims = list(dims) if isinstance(dims, (tuple, list)) else [int(d) for d in args[1:]]
             dims = [d % out.dim() for d in dims]
-            return _Field((dims.index(first.axes[0]), dims.index(first.axes[1])), first.shape, first.rows, first.cols)
+            return _Field((dims.index(first.axes[0]), dims.index(first.axes[1])), first.shape, first.rows, first.cols,
+                          first.flat)
         return self._elementwise(inputs, out)
+
+    @staticmethod
+    def _regrid(func, args, kwargs, first: _Field, out: torch.Tensor) -> _Field | None:
+        """Token sequences: flattening a map's (rows, cols) dims into one, moving that dim, viewing it as a map again;
+        anything else these ops do to a traced map loses it."""
+        source = args[0]
+        if func in _FLATTENS:
+            start = _argument(args, kwargs, 1, "start_dim", 0) % source.dim()
+            end = _argument(args, kwargs, 2, "end_dim", -1) % source.dim()
+            if not first.flat and (start, end) == first.axes and first.axes[1] == first.axes[0] + 1:
+                return _Field((start, start), first.shape, first.rows, first.cols, flat=True)
+            return None
+        if func in _TRANSPOSES and first.flat:
+            a, b = (_argument(args, kwargs, i, n, 0) % source.dim() for i, n in ((1, "dim0"), (2, "dim1")))
+            axis = first.axes[0]
+            moved = b if axis == a else a if axis == b else axis
+            return _Field((moved, moved), first.shape, first.rows, first.cols, flat=True)
+        if func in _VIEWS and first.flat:
+            axis, (rows, cols) = first.axes[0], first.shape
+            if tuple(source.shape[:axis]) != tuple(out.shape[:axis]):
+                return None
+            if out.dim() > axis + 1 and tuple(out.shape[axis:axis + 2]) == (rows, cols) and \
+                    tuple(out.shape[axis + 2:]) == tuple(source.shape[axis + 1:]):
+                return _Field((axis, axis + 1), first.shape, first.rows, first.cols)
+            if tuple(out.shape) == tuple(source.shape):
+                return first
+        return None
 
     def _elementwise(self, inputs: list[torch.Tensor], out: torch.Tensor) -> _Field | None:
         """Ops that keep the map (activations, norms, sums, concatenation, 1x1 linear layers): union of fields."""
@@ -221,12 +272,13 @@ class _Tracer(TorchFunctionMode):
             if field is None or max(field.axes) >= out.dim():
                 continue
             out_shape = (out.shape[field.axes[0]], out.shape[field.axes[1]])
-            if out_shape == field.shape and tensor.dim() == out.dim():
+            if field.spatial(out) and tensor.dim() == out.dim():
                 if result is None:
-                    result = _Field(field.axes, field.shape, field.rows, field.cols)
-                else:
-                    result = _Field(result.axes, result.shape, result.rows.union(field.rows),
-                                    result.cols.union(field.cols))
+                    result = field
+                elif result.flat == field.flat:
+                    result = replace(result, rows=result.rows.union(field.rows), cols=result.cols.union(field.cols))
+            elif field.flat:
+                continue
             elif field.shape == (1, 1) and (field.rows.whole or field.cols.whole):
                 gate = True  # a broadcast channel gate computed from a global pool
             elif tensor.dim() == out.dim() and out_shape == (1, 1):  # a mean over the map with keepdim
@@ -234,17 +286,52 @@ class _Tracer(TorchFunctionMode):
                 return _Field(field.axes, (1, 1), whole, whole)
         if result is not None and gate and not self.ignore_gates:
             whole = Span(0, 0, result.rows.jump, whole=True)
-            result = _Field(result.axes, result.shape, whole, whole)
+            result = replace(result, rows=whole, cols=whole)
         return result
 
 
+Mixer = tuple[int, int, int] | None   # (kernel, stride, padding) of the window bounding what a cell reads; None: all
+
+
+def _hook_mixers(tracer: _Tracer, mixers: dict[nn.Module, Mixer]) -> list:
+    """Hooks that give each mixer's output the field of its input seen through the mixer's window (or global)."""
+    handles = []
+    for mixer, reach in mixers.items():
+        seen: dict[str, _Field | None] = {}
+
+        def pre(_module, args, seen=seen):
+            seen["field"] = tracer.field_of(args[0]) if args and torch.is_tensor(args[0]) else None
+
+        def post(_module, _args, output, reach=reach, seen=seen):
+            field = seen.get("field")
+            out = output[0] if isinstance(output, (tuple, list)) else output
+            if field is None or not torch.is_tensor(out) or max(field.axes) >= out.dim():
+                return
+            kernel, stride, padding = reach if reach is not None else (1, 1, 0)
+            # the output grid: a sliding window's (rounded up: Swin pads odd grids before merging)
+            shape = tuple(-(-(n + 2 * padding - kernel) // stride) + 1 for n in field.shape)
+            if reach is None:
+                rows = cols = Span(0, 0, field.rows.jump, whole=True)
+            else:
+                rows = field.rows.through(kernel, stride, padding, 1)
+                cols = field.cols.through(kernel, stride, padding, 1)
+            mixed = _Field(field.axes, shape, rows, cols, field.flat)
+            if mixed.spatial(out):
+                tracer.mark(out, mixed)
+        handles.append(mixer.register_forward_pre_hook(pre))
+        handles.append(mixer.register_forward_hook(post))
+    return handles
+
+
 def trace_receptive_fields(module: nn.Module, input_size: tuple[int, int], layers: Sequence[str],
-                           forward=None, ignore_gates: bool = False) -> dict[str, ReceptiveField]:
+                           forward=None, ignore_gates: bool = False,
+                           mixers: dict[nn.Module, Mixer] | None = None) -> dict[str, ReceptiveField]:
     """Receptive fields of the outputs of ``layers`` (dotted submodule paths) for an input of ``input_size``.
 
     ``forward`` runs the model on a pixel tensor (default: ``module`` itself). ``ignore_gates`` follows only the
     convolution path through squeeze-excitation gates (the usual published figure) instead of the whole image they
-    really see. Raises ReceptiveFieldError for a layer whose output is not a map traced back to the input.
+    really see. ``mixers``: modules whose output field is their input's through a window bound (see the module
+    docstring). Raises ReceptiveFieldError for a layer whose output is not a map traced back to the input.
     """
     param = next(module.parameters())
     pixels = torch.zeros(1, 3, *input_size, device=param.device, dtype=param.dtype)
@@ -256,6 +343,7 @@ def trace_receptive_fields(module: nn.Module, input_size: tuple[int, int], layer
             outputs[path] = getattr(tensor, "last_hidden_state", tensor)
         handles.append(module.get_submodule(path).register_forward_hook(keep))
     tracer = _Tracer(ignore_gates)
+    handles += _hook_mixers(tracer, mixers or {})
     start = Span(0, 0, 1)
     tracer.mark(pixels, _Field((2, 3), tuple(input_size), start, start))
     try:

@@ -1,6 +1,8 @@
 """The Attention tab through the app's real HTTP API."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
@@ -56,3 +58,18 @@ def test_views_after_analyse_use_the_same_session(app_url, tmp_path):
     with pytest.raises(Exception, match="heads 0 to 3"):
         client.predict(3, "head 9", 1.0, api_name="/attention_view")
     assert client.predict("bundled:mini-vit", api_name="/mean_attention_distance") is not None
+
+
+def test_relevancy_of_a_model_without_class_names_defaults_to_its_top_output(app_url, tmp_path, tiny_ids):
+    path = tmp_path / "shape.png"
+    shapes.make_dataset(1, seed=3)[0].image.save(path)
+    client = Client(app_url, verbose=False)
+    client.predict(tiny_ids["hf_dinov2_reg"], handle_file(str(path)), 0, "mean", 1.0, api_name="/attention_analyse")
+    relevancy, tokens = client.predict("", api_name="/attention_relevancy")
+    title = json.loads(relevancy["plot"])["layout"]["title"]["text"]
+    assert title.startswith("Relevancy for output ") and tokens is None
+    index = title.rsplit(" ", 1)[-1]
+    again, _ = client.predict(f"output {index}", api_name="/attention_relevancy")
+    assert json.loads(again["plot"])["layout"]["title"]["text"] == title
+    with pytest.raises(Exception, match="outputs 0 to"):
+        client.predict("100000", api_name="/attention_relevancy")

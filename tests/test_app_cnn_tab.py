@@ -86,3 +86,15 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(app_url, image_pat
     summary = client.predict("bundled:mini-clip", handle_file(str(image_path)), "a red star\na blue circle",
                              api_name="/cnn_analyse")[0]
     assert "mini-clip" in summary
+
+
+def test_a_model_without_class_names_defaults_to_its_top_output(app_url, image_path, tiny_ids):
+    client = Client(app_url, verbose=False)
+    result = client.predict(tiny_ids["hf_dinov2_reg"], handle_file(str(image_path)), "", api_name="/cnn_analyse")
+    cam_layer, target = _value(result[6]), _value(result[7])
+    assert target.startswith("output ") and target in [c[0] for c in result[7]["choices"]]
+    picked = _figure(client.predict("Grad-CAM", cam_layer, target, api_name="/cnn_cam"))
+    empty = _figure(client.predict("Grad-CAM", cam_layer, "", api_name="/cnn_cam"))
+    assert f"“{target}”" in picked["layout"]["title"]["text"] and f"“{target}”" in empty["layout"]["title"]["text"]
+    with pytest.raises(Exception, match="no class names"):
+        client.predict("Grad-CAM", cam_layer, "a purple unicorn", api_name="/cnn_cam")

@@ -163,8 +163,8 @@ def _output_from_last_resid(name, model, resid):
     if name == "hf_deit":
         hidden = native.deit.layernorm(resid)
         return (native.cls_classifier(hidden[:, 0]) + native.distillation_classifier(hidden[:, 1])) / 2
-    if name == "hf_dinov2_reg":
-        return native.layernorm(resid)
+    if name == "hf_dinov2_reg":  # a feature extractor's output is its pooled features: the normed CLS token
+        return native.layernorm(resid)[:, 0]
     if name.startswith("timm"):
         return native.forward_head(native.norm(resid))
     if name == "torchvision_vit":

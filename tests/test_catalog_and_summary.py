@@ -31,6 +31,12 @@ def _architecture_parameters(model_id: str) -> int:
         elif name == "google/vit-base-patch16-224":
             import transformers
             model = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000))
+        elif backend == "hf":  # the checkpoint's configuration as the hf backend writes it out
+            import transformers
+
+            from models.backends.hf import CHECKPOINT_ARCH, _configs
+            cls = getattr(transformers, CHECKPOINT_ARCH[name])
+            model = cls(cls.config_class(**_configs(CHECKPOINT_ARCH[name], tiny=False)))
         else:
             raise AssertionError(model_id)
     return sum(p.numel() for p in model.parameters())

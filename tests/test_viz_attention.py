@@ -12,6 +12,9 @@ from viz.attention import (
     gradient_relevancy,
     mean_attention_distance,
     patch_distances,
+    pool_relevancy_step,
+    pool_rollout_step,
+    readout_weights,
     token_map,
 )
 
@@ -193,3 +196,123 @@ def test_text_token_relevance_on_mini_clip_favours_content_words():
         article += float(scores[words.index("a")])
     print(f"mean relevance: content words {content / 20:.4f}, article 'a' {article / 20:.4f}")
     assert content > article
+
+
+# -- readouts: what the model's output reads (CLS, mean of the patches, attention-pool probes) -------------------------
+def _matmul_loops(row, joint):
+    tokens = len(row)
+    return [sum(row[i] * joint[i][j] for i in range(tokens)) for j in range(tokens)]
+
+
+def _pool_loops(pattern, b, fusion="mean"):
+    """One image's pool step: heads fused, probes averaged, renormalised; no identity (the pool has no residual)."""
+    _, heads, probes, tokens = pattern.shape
+    fused = []
+    for j in range(tokens):
+        per_probe = []
+        for q in range(probes):
+            values = [float(pattern[b, h, q, j]) for h in range(heads)]
+            per_probe.append({"mean": sum(values) / heads, "max": max(values), "min": min(values)}[fusion])
+        fused.append(sum(per_probe) / probes)
+    total = sum(fused)
+    return [v / total for v in fused]
+
+
+@pytest.mark.parametrize("fusion", ["mean", "max"])
+def test_rollout_readouts_equal_loop_references(fusion):
+    patterns = _random_patterns(batch=2, tokens=5)
+    joint = attention_rollout(patterns, head_fusion=fusion, prefix_tokens=1)
+    reference = _rollout_loops(patterns, fusion).tolist()
+    prefix, tokens = 1, 5
+    torch.testing.assert_close(readout_weights(joint, "cls", prefix), torch.tensor([r[0] for r in reference]))
+    mean = [[sum(r[i][j] for i in range(prefix, tokens)) / (tokens - prefix) for j in range(tokens)]
+            for r in reference]
+    torch.testing.assert_close(readout_weights(joint, "mean", prefix), torch.tensor(mean), atol=1e-6, rtol=1e-5)
+    generator = torch.Generator().manual_seed(9)
+    pool = torch.randn(2, 4, 2, tokens, generator=generator).softmax(-1)   # (batch, heads, probes, tokens)
+    got = readout_weights(joint, "attention_pool", prefix, pool_rollout_step(pool, fusion))
+    expected = [_matmul_loops(_pool_loops(pool, b, fusion), reference[b]) for b in range(2)]
+    torch.testing.assert_close(got, torch.tensor(expected), atol=1e-6, rtol=1e-5)
+    assert torch.allclose(got.sum(-1), torch.ones(2))   # a distribution: every step's rows sum to 1
+
+
+def test_models_without_prefix_tokens_read_the_mean_or_the_pool():
+    patterns = _random_patterns(batch=1, tokens=4)
+    joint = attention_rollout(patterns, prefix_tokens=0)
+    reference = _rollout_loops(patterns, "mean", prefix=0).tolist()[0]
+    mean = [sum(reference[i][j] for i in range(4)) / 4 for j in range(4)]
+    torch.testing.assert_close(readout_weights(joint, "mean", 0)[0], torch.tensor(mean), atol=1e-6, rtol=1e-5)
+    pool = torch.rand(1, 2, 1, 4).softmax(-1)
+    expected = _matmul_loops(_pool_loops(pool, 0), reference)
+    torch.testing.assert_close(readout_weights(joint, "attention_pool", 0, pool_rollout_step(pool))[0],
+                               torch.tensor(expected), atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs a prefix token"):
+        readout_weights(joint, "cls", 0)
+    with pytest.raises(ValueError, match="pool.attn"):
+        readout_weights(joint, "attention_pool", 0)
+    with pytest.raises(ValueError, match="Unknown readout"):
+        readout_weights(joint, "last", 0)
+
+
+def test_relevancy_with_an_attention_pool_equals_chefers_rule_written_out():
+    """R = I; R += mean_h(clamp(grad * A, 0)) @ R per block; then the pool's own gradient-weighted attention as
+    the last step, without the identity (the pool has no residual)."""
+    tokens, heads = 3, 2
+    patterns = _random_patterns(layers=2, batch=1, heads=heads, tokens=tokens)
+    generator = torch.Generator().manual_seed(5)
+    grads = [torch.randn(p.shape, generator=generator) for p in patterns]
+    pool = torch.rand(1, heads, 1, tokens, generator=generator).softmax(-1)
+    pool_grad = torch.randn(pool.shape, generator=generator)
+    r = [[1.0 if i == j else 0.0 for j in range(tokens)] for i in range(tokens)]
+    for pattern, grad in zip(patterns, grads, strict=True):
+        cam = [[sum(max(float(grad[0, h, i, j] * pattern[0, h, i, j]), 0.0) for h in range(heads)) / heads
+                for j in range(tokens)] for i in range(tokens)]
+        update = [[sum(cam[i][k] * r[k][j] for k in range(tokens)) for j in range(tokens)] for i in range(tokens)]
+        r = [[r[i][j] + update[i][j] for j in range(tokens)] for i in range(tokens)]
+    last = [sum(max(float(pool_grad[0, h, 0, j] * pool[0, h, 0, j]), 0.0) for h in range(heads)) / heads
+            for j in range(tokens)]
+    expected = _matmul_loops(last, r)
+    got = readout_weights(gradient_relevancy(patterns, grads), "attention_pool", 0,
+                          pool_relevancy_step(pool, pool_grad))
+    torch.testing.assert_close(got[0], torch.tensor(expected), atol=1e-6, rtol=1e-5)
+
+
+def _timm_vit(path, **args):
+    """A tiny timm ViT (2 blocks of width 64 on a 4x4 grid) with the given readout arguments, saved as timm does."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    args = {"img_size": 32, "patch_size": 8, "depth": 2, "num_heads": 4, "embed_dim": 64, **args}
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=5, **args)
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, 32, 32), "crop_pct": 1.0}
+    save_for_hf(model, path, model_args=args, safe_serialization=True)
+    return f"timm:local-dir:{path}"
+
+
+@pytest.mark.parametrize(("readout", "args"), [("mean", {"class_token": False, "global_pool": "avg"}),
+                                               ("attention_pool", {"class_token": False, "global_pool": "map"})])
+def test_session_rollout_and_relevancy_follow_the_models_readout(tmp_path, readout, args):
+    from models import load_model, shapes
+    from viz.attention import gradient_relevancy
+    from viz.attention_session import AttentionSession
+
+    model = load_model(_timm_vit(tmp_path / readout, **args))
+    assert model.readout == readout and model.num_prefix_tokens == 0
+    session = AttentionSession(model, shapes.make_dataset(1, seed=3)[0].image)
+    joint = _rollout_loops([p[None] for p in session.patterns], "mean", prefix=0).tolist()[0]
+    tokens = len(joint)
+    if readout == "mean":
+        expected = [sum(joint[i][j] for i in range(tokens)) / tokens for j in range(tokens)]
+    else:
+        assert session.pool_pattern.shape == (4, 1, tokens)
+        expected = _matmul_loops(_pool_loops(session.pool_pattern[None], 0), joint)
+    torch.testing.assert_close(session.rollout_map(), torch.tensor(expected).reshape(session.grid),
+                               atol=1e-5, rtol=1e-4)
+    names = [f"blocks.{i}.attn.pattern" for i in range(2)] + (["pool.attn.pattern"] if readout != "mean" else [])
+    with model.capture(names, grad=True) as cache:
+        model.run_image(session.pixels)[:, 3].sum().backward()
+    relevancy = gradient_relevancy([cache[n] for n in names[:2]], [cache.grad(n) for n in names[:2]])
+    pool = pool_relevancy_step(cache[names[2]], cache.grad(names[2])) if readout != "mean" else None
+    expected = readout_weights(relevancy, readout, 0, pool)[0].reshape(session.grid)
+    torch.testing.assert_close(session.relevancy(3), expected.detach().cpu(), atol=1e-5, rtol=1e-4)

@@ -93,3 +93,18 @@ def test_apply_sliders_replaces_only_the_slider_classes_and_checks_its_input():
         apply_sliders([1.0, 2.0], [5], [1.0])
     with pytest.raises(ValueError, match="labels"):
         softmax_view(["a"], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 3.0])
+def test_sigmoid_view_is_one_independent_probability_per_label(temperature):
+    logits = [2.0, -1.0, 0.0, 40.0]
+    view = softmax_view(list("abcd"), logits, temperature, probability="sigmoid")
+    expected = [1.0 / (1.0 + math.exp(-v / temperature)) for v in logits]
+    np.testing.assert_allclose(view.probabilities, expected, rtol=1e-12)
+    binary = sum(reference_entropy([p, 1 - p]) for p in expected)
+    assert view.entropy == pytest.approx(binary) and view.max_entropy == pytest.approx(4 * math.log(2))
+    assert view.probability == "sigmoid"
+    nudged = softmax_view(list("abcd"), [3.0, -1.0, 0.0, 40.0], temperature, probability="sigmoid")
+    np.testing.assert_allclose(nudged.probabilities[1:], view.probabilities[1:])   # the others do not move
+    with pytest.raises(ValueError, match="Unknown probability"):
+        softmax_view(["a"], [1.0], probability="tanh")

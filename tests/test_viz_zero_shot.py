@@ -2,6 +2,8 @@
 truncation notices, the similarity matrix's two softmax halves; multilingual CLIP with its own tokenizer."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -176,3 +178,33 @@ def test_multilingual_clip_uses_its_own_tokenizer_and_context_length(multilingua
     result = zero_shot(multilingual, image, list(prompts.values()) + [long_japanese], ["{}"], cache=None)
     assert result.probabilities.sum() == pytest.approx(1.0) and len(result.labels) == 4
     assert result.notices and "1 text(s)" in result.notices[0]
+
+
+def test_sigmoid_similarity_matrix_scores_each_pair_on_its_own():
+    """SigLIP: p(i, j) = sigmoid(scale * cosine + bias) per pair; loss = mean over images of
+    sum_j log(1 + exp(-z_ij * logit_ij)) with z = +1 on the diagonal and -1 elsewhere."""
+    rng = np.random.default_rng(1)
+    images, texts = rng.normal(size=(3, 8)), rng.normal(size=(3, 8))
+    matrix = similarity_matrix(images, texts, logit_scale=10.0, logit_bias=-2.0, probability="sigmoid")
+    cosine = np.array([[a @ b / np.linalg.norm(a) / np.linalg.norm(b) for b in texts] for a in images])
+    logits = 10.0 * cosine - 2.0
+    expected = np.array([[1.0 / (1.0 + np.exp(-v)) for v in row] for row in logits])
+    np.testing.assert_allclose(matrix.logits, logits, atol=1e-12)
+    np.testing.assert_allclose(matrix.image_to_text, expected, atol=1e-12)
+    np.testing.assert_allclose(matrix.text_to_image, expected, atol=1e-12)
+    assert not np.allclose(matrix.image_to_text.sum(axis=1), 1.0)
+    loss = sum(math.log(1 + math.exp(-(1 if i == j else -1) * logits[i, j])) for i in range(3) for j in range(3)) / 3
+    assert matrix.contrastive_loss() == pytest.approx((loss, loss))
+
+
+def test_the_figures_name_sigmoid_probabilities():
+    from viz.zero_shot import ZeroShotResult, probability_notice
+    from viz.zero_shot_figures import softmax_halves_figure, top_k_figure
+
+    matrix = similarity_matrix(np.eye(2), np.eye(2), logit_scale=10.0, logit_bias=-5.0, probability="sigmoid")
+    assert "sigmoid per pair" in softmax_halves_figure(matrix, ["a", "b"]).layout.annotations[0].text
+    logits = np.array([3.0, 1.0, -2.0])
+    result = ZeroShotResult(["a", "b", "c"], ["{}"], logits / 10, logits, 1 / (1 + np.exp(-logits)), 10.0,
+                            probability="sigmoid")
+    assert "probabilities need not sum to 1" in top_k_figure(result, 3).layout.title.text
+    assert probability_notice("sigmoid") == "Sigmoid per label (SigLIP): probabilities need not sum to 1."

@@ -1,7 +1,8 @@
 """A tiny open_clip CLIP whose text tower is a Hugging Face XLM-RoBERTa, as open_clip's multilingual models are.
 
-It is written in open_clip's ``local-dir`` format, with the text tower's config and a byte-level tokenizer (every
-UTF-8 byte is a token, so any language tokenizes) beside it, and is loaded back through ``load_model``.
+It is written in open_clip's ``local-dir`` format, with the text tower's config and a byte-level stand-in tokenizer
+(``models.backends.stand_in``: every UTF-8 byte is a token, so any language tokenizes) beside it, and is loaded back
+through ``load_model``.
 """
 from __future__ import annotations
 
@@ -13,34 +14,18 @@ import torch
 CONTEXT_LENGTH = 24
 
 
-def _byte_tokenizer(path: Path) -> None:
-    """A byte-level BPE tokenizer with no merges and XLM-R's special tokens (<s>=0, <pad>=1, </s>=2, <unk>=3)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    specials = ["<s>", "<pad>", "</s>", "<unk>"]
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {token: i for i, token in enumerate(specials + sorted(alphabet))}
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", 0),
-                                                                                                   ("</s>", 2)])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="<s>", pad_token="<pad>", eos_token="</s>",
-                                   unk_token="<unk>")
-    fast.save_pretrained(path)
-
-
 def open_clip_xlm_roberta(path: Path) -> Path:
     """open_clip ``local-dir`` CustomTextCLIP: ViT image tower + tiny XLM-RoBERTa text tower (mean pooled)."""
     import open_clip
     from safetensors.torch import save_file
     from transformers import XLMRobertaConfig
 
+    from models.backends.stand_in import byte_tokenizer
+
     torch.manual_seed(0)
     text_dir = path / "text"  # the text tower's config; the tokenizer sits in the model folder, where open_clip looks
     text_dir.mkdir(parents=True, exist_ok=True)
-    _byte_tokenizer(path)
+    byte_tokenizer(path, "xlm-roberta")  # <s>=0, <pad>=1, </s>=2, <unk>=3, then the 256 bytes
     XLMRobertaConfig(vocab_size=260, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                      intermediate_size=64, max_position_embeddings=CONTEXT_LENGTH + 4, pad_token_id=1,
                      bos_token_id=0, eos_token_id=2).save_pretrained(text_dir)

@@ -1,80 +1,45 @@
-"""Attention tab: one hooked forward per image, then every view is read from the stored session."""
+"""Attention tab: one hooked forward per image, then every view is read from the stored subject.
+
+The handlers bind widgets to the registered views (viz.views): they call a view and place its named figures.
+"""
 from __future__ import annotations
 
 import gradio as gr
 
-from models import shapes
 from ui.errors import user_errors
 from ui.export import export_button
 from ui.inputs import load_vit
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
-from viz.attention import mean_distance_by_layer
-from viz.attention_figures import (
-    head_grid_figure,
-    mean_distance_figure,
-    overlay_figure,
-    patch_grid_figure,
-    patch_zero_shot_figure,
-    steps_figure,
-    token_relevance_figure,
-)
-from viz.attention_session import AttentionSession
+from viz.attention import FUSIONS
+from viz.views import Subject, run_view
 
-HEAD_CHOICES = ["mean", "max", "min"]
+HEAD_CHOICES = list(FUSIONS)
 KEY = "attention"
 NOT_YET = "Press Analyse first (then click the image to pick a patch)."
 
 
-def _token_label(session: AttentionSession, token: int) -> str:
-    if token < session.prefix:
-        return session.vit.prefix_tokens[token].upper()
-    row, col = divmod(token - session.prefix, session.grid[1])
-    return f"patch ({row}, {col})"
-
-
-def _head(head: str, heads: int) -> int | str:
-    """"mean" / "max" / "min", or the index from "head N" (checked against the model's head count)."""
-    if head in HEAD_CHOICES:
-        return head
-    try:
-        index = int(str(head).split()[-1])
-    except (ValueError, IndexError):
-        raise ValueError(f"Head {head!r}: use 'head N' or one of {HEAD_CHOICES}.") from None
-    if not 0 <= index < heads:
-        raise ValueError(f"Head {index} does not exist: this model has heads 0 to {heads - 1}.")
-    return index
-
-
 def _views(state: dict, layer: int, head: str, temperature: float):
-    session, query = state["session"], state["query"]
-    image = session.vit.preprocess.unnormalize(session.pixels[0])
-    layer = min(int(layer), session.vit.num_layers - 1)
-    cell = None if query < session.prefix else divmod(query - session.prefix, session.grid[1])
-    label = _token_label(session, query)
-    chosen = _head(head, session.vit.num_heads)
-    overlay = overlay_figure(image, session.query_map(layer, chosen, query),
-                             f"layer {layer}, head {head}: where {label} looks", query_cell=cell)
-    heads = head_grid_figure(session.all_heads(layer, query), f"layer {layer}: every head, query {label}")
-    step_head = 0 if isinstance(chosen, str) else chosen
-    labels = [_token_label(session, t) for t in range(session.num_tokens)]
-    steps = steps_figure(session.steps(layer, step_head, query, float(temperature)), labels)
-    return overlay, heads, steps, f"Query: **{label}** (token {query}). Click the image to pick a patch."
+    subject, query = state["subject"], state["query"]
+    layer = int(layer)
+    chosen = run_view("attention.query", subject, layer=layer, head=head, query=query)
+    heads = run_view("attention.heads", subject, layer=layer, query=query)
+    steps = run_view("attention.steps", subject, layer=layer, head=head, query=query, temperature=float(temperature))
+    return chosen["overlay"], heads["heads"], steps["steps"], chosen["query_info"]
 
 
 @user_errors
 def analyse(model_id: str, image, layer: float, head: str, temperature: float, request: gr.Request):
     """Run the one hooked forward for this image and draw every view."""
-    model = load_vit(model_id, image)
-    session = AttentionSession(model, image)
-    state = {"session": session, "query": 0}
+    subject = Subject(load_vit(model_id, image), image)
+    session = subject.attention()
+    state = {"subject": subject, "query": 0}
     STORE.put(request, KEY, state)
     heads = [f"head {i}" for i in range(session.vit.num_heads)] + HEAD_CHOICES
     head = head if head in heads else "mean"
-    grid_fig = patch_grid_figure(session.vit.preprocess.unnormalize(session.pixels[0]), session.grid,
-                                 session.vit.patch_size, session.vit.prefix_tokens)
-    return (gr.update(maximum=session.vit.num_layers - 1, value=min(int(layer), session.vit.num_layers - 1)),
-            gr.update(choices=heads, value=head), grid_fig, *_views(state, layer, head, temperature))
+    last = session.vit.num_layers - 1
+    return (gr.update(maximum=last, value=min(int(layer), last)), gr.update(choices=heads, value=head),
+            run_view("patches.grid", subject)["grid"], *_views(state, min(int(layer), last), head, temperature))
 
 
 @user_errors
@@ -90,7 +55,7 @@ def pick_query(layer: float, head: str, temperature: float, event: gr.SelectData
     if state is None:
         return [gr.skip()] * 4
     x, y = event.index
-    state["query"] = state["session"].token_at_source_pixel(x, y)
+    state["query"] = state["subject"].attention().token_at_source_pixel(x, y)
     return _views(state, layer, head, temperature)
 
 
@@ -101,57 +66,42 @@ def reset_query(layer: float, head: str, temperature: float, request: gr.Request
     return _views(state, layer, head, temperature)
 
 
-def _session(request: gr.Request) -> AttentionSession:
-    return STORE.get(request, KEY, NOT_YET)["session"]
-
-
-def _seen(session: AttentionSession):
-    return session.vit.preprocess.unnormalize(session.pixels[0])
+def _subject(request: gr.Request) -> Subject:
+    return STORE.get(request, KEY, NOT_YET)["subject"]
 
 
 @user_errors
 def rollout_view(fusion: str, discard: float, request: gr.Request):
-    """Attention rollout of the CLS token (no forward: the stored patterns)."""
-    session = _session(request)
-    heat = session.rollout_map(fusion, float(discard))
-    return overlay_figure(_seen(session), heat, f"Rollout ({fusion} over heads, discard {float(discard):.0%})")
+    """Attention rollout of the readout (no forward: the stored patterns)."""
+    return run_view("attention.rollout", _subject(request), fusion=fusion, discard=float(discard))["rollout"]
 
 
 @user_errors
 def relevancy_view(target: str, request: gr.Request):
-    """Chefer relevancy for a prompt (CLIP) or a class name / index (classifiers), plus text-token relevance."""
-    session = _session(request)
+    """Chefer relevancy for a prompt (text models) or a class name / index (default: the top output), plus the
+    prompt's token relevance."""
+    subject = _subject(request)
     target = (target or "").strip()
-    if not target:
-        raise gr.Error("Type a prompt (CLIP) or a class name (classifier).", print_exception=False)
-    model = session.model
-    if model.family == "clip":
-        heat = session.relevancy(target)
-        tokens, scores = session.token_relevance(target)
-        return (overlay_figure(_seen(session), heat, f"Relevancy for “{target}”"),
-                token_relevance_figure(tokens, scores))
-    names = session.vit.class_names
-    index = names.index(target) if target in names else (int(target) if target.isdigit() else None)
-    if index is None or not 0 <= index < max(len(names), 1):
-        raise gr.Error(f"Unknown class {target!r}; e.g. {', '.join(names[:5])}", print_exception=False)
-    heat = session.relevancy(index)
-    return overlay_figure(_seen(session), heat, f"Relevancy for class {names[index]}"), None
+    if not target and subject.model.has_text:
+        raise gr.Error("Type a prompt: relevancy explains the image's similarity with it.", print_exception=False)
+    figures = run_view("attention.relevancy", subject, target=target or None)
+    return figures["relevancy"], figures.get("token_relevance")
 
 
 @user_errors
 def zero_shot_view(prompts_text: str, request: gr.Request):
-    """Which prompt each final patch token matches (CLIP only)."""
-    session = _session(request)
+    """Which prompt each final patch token matches (text models only)."""
+    subject = _subject(request)
+    if not subject.model.has_text:
+        raise ValueError("The per-patch zero-shot map needs a model with a text tower (CLIP).")
     prompts = [p.strip() for p in (prompts_text or "").replace(",", "\n").splitlines() if p.strip()]
-    return patch_zero_shot_figure(_seen(session), session.patch_zero_shot(prompts), prompts)
+    return run_view("attention.patch_zero_shot", subject, prompts=prompts)["patch_zero_shot"]
 
 
 @user_errors
 def mean_distance_view(model_id: str):
     """Mean attention distance per head and layer over 16 procedural images."""
-    model = load_vit(model_id)
-    images = [e.image for e in shapes.make_dataset(16, seed=7)]
-    return mean_distance_figure(mean_distance_by_layer(model, model.pixels(images)))
+    return run_view("attention.mean_distance", Subject(load_vit(model_id)), images=16)["mean_distance"]
 
 
 def build_attention_tab(shared: SharedInputs) -> None:
@@ -182,7 +132,8 @@ def build_attention_tab(shared: SharedInputs) -> None:
             fusion = gr.Dropdown(HEAD_CHOICES, value="mean", label="Rollout head fusion")
             discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Rollout discard ratio (CLS never)")
             rollout_button = gr.Button("Rollout")
-            target = gr.Textbox(label="Relevancy target: prompt (CLIP) or class name", value="a red triangle")
+            target = gr.Textbox(label="Relevancy target: prompt (CLIP), class name or output index (empty: the "
+                                      "top output)", value="a red triangle")
             relevancy_button = gr.Button("Relevancy")
             prompts = gr.Textbox(label="Prompts for the per-patch map (one per line or comma-separated)",
                                  value="a red triangle, an orange circle, a background", lines=3)

@@ -6,34 +6,20 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import load_model, shapes
+from models import load_model
 from ui.errors import user_errors
 from ui.export import export_button
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
 from viz.cam import CAM_METHODS, cam_layer_choices, class_labels, default_cam_layer
-from viz.cnn import SCALES, effective_radius, first_conv, kernel_slices, layer_module, rgb_kernel_tiles
-from viz.cnn_figures import (
-    cam_figure,
-    cue_conflict_figure,
-    feature_grid_figure,
-    kernel_figure,
-    layer_map_figure,
-    prediction_figure,
-    receptive_field_figure,
-    rgb_filters_figure,
-    shift_figure,
-    stage_shapes_figure,
-)
-from viz.cnn_session import CNNSession
-from viz.probes import cue_conflict, shift_probe
+from viz.cnn import SCALES
+from viz.cnn_views import default_map_layer, summary_text
+from viz.views import Subject, run_view
 
 KEY = "cnn"
 NOT_YET = "Press Analyse first."
 TOP_K = "top-k by mean activation"
 CHOSEN = "chosen channels"
-CUE_CONFLICT_IMAGES = 60
-CUE_CONFLICT_SEED = 515_151  # held out: training seeds are >= shapes.TRAIN_SEED_START
 
 
 def _prompts(text: str) -> list[str]:
@@ -47,15 +33,8 @@ def _channels(text: str) -> list[int]:
         raise ValueError(f"Channels {text!r}: type channel numbers separated by commas, e.g. 0, 5, 17.") from None
 
 
-def _session(request: gr.Request) -> CNNSession:
-    return STORE.get(request, KEY, NOT_YET)["session"]
-
-
-def _summary(session: CNNSession) -> str:
-    tower = session.tower
-    kind = "CNN" if session.is_cnn else "ViT (CAMs, prediction and probes only; maps need a CNN)"
-    return (f"**{session.model.model_id}**: {kind}, input {session.pixels.shape[-2]}x{session.pixels.shape[-1]}, "
-            f"{len(tower.class_names) or 'no'} class names.")
+def _state(request: gr.Request) -> dict:
+    return STORE.get(request, KEY, NOT_YET)
 
 
 # -- handlers ------------------------------------------------------------------------------------------------------
@@ -65,19 +44,21 @@ def analyse(model_id: str, image, prompts_text: str, request: gr.Request):
     if image is None:
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
     model = load_model((model_id or "").strip())
-    session = CNNSession(model, image)
+    subject = Subject(model, image)
+    session = subject.cnn()
     prompts = _prompts(prompts_text)
-    prediction = session.prediction(prompts) if model.family != "clip" or prompts else None
-    STORE.put(request, KEY, {"session": session, "unit": None, "prompts": prompts})
+    predicted = run_view("cnn.prediction", subject, prompts=prompts) if not model.has_text or prompts else None
+    STORE.put(request, KEY, {"subject": subject, "unit": None, "prompts": prompts})
     layers = session.layers()
-    default_layer = layers[len([n for n in layers if not n.startswith("module.")]) - 1] if layers else None
-    classes = class_labels(model, prompts)
+    default_layer = default_map_layer(session) if session.is_cnn else None
+    prediction = session.prediction(prompts) if predicted else None
+    classes = class_labels(model, prompts) or (prediction.labels if prediction else [])
     target = prediction.labels[0] if prediction else (classes[0] if classes else None)
     convs = [n for n in layers if n.startswith("module.")]
     return (
-        _summary(session),
-        prediction_figure(prediction, f"Top-{len(prediction.labels)} prediction") if prediction else None,
-        stage_shapes_figure(session.shapes()) if session.is_cnn else None,
+        summary_text(subject),
+        predicted["prediction"] if predicted else None,
+        run_view("cnn.stages", subject)["stages"] if session.is_cnn else None,
         gr.update(choices=layers, value=default_layer),
         gr.update(choices=layers, value=default_layer),
         gr.update(choices=convs, value=convs[-1] if convs else None),
@@ -89,68 +70,39 @@ def analyse(model_id: str, image, prompts_text: str, request: gr.Request):
 @user_errors
 def feature_view(layer: str, mode: str, k: float, channels_text: str, scale: str, request: gr.Request):
     """A grid of the layer's channel maps (no forward for stages; one capture for another conv layer)."""
-    session = _session(request)
     channels = _channels(channels_text) if mode == CHOSEN else None
     if mode == CHOSEN and not channels:
         raise ValueError("Type the channels to show, e.g. 0, 5, 17.")
-    scaled, chosen = session.feature_maps(layer, int(k), channels, scale)
-    c, h, w = session.layer_maps(layer).shape
-    how = "top channels by mean activation" if channels is None else "chosen channels"
-    return feature_grid_figure(scaled, chosen, f"{layer}: {len(chosen)} of {c} channels ({h}x{w}), {how}, "
-                                               f"colour scale {scale}")
+    return run_view("cnn.feature_maps", _state(request)["subject"], layer=layer or None, k=int(k),
+                    channels=channels, scale=scale)["feature_maps"]
 
 
 @user_errors
 def filters_view(request: gr.Request):
     """The first convolution's kernels as RGB tiles."""
-    session = _session(request)
-    session.require_cnn()
-    path, conv = first_conv(session.tower)
-    k = conv.kernel_size
-    return rgb_filters_figure(rgb_kernel_tiles(conv.weight),
-                              f"{path}: {conv.out_channels} kernels {k[0]}x{k[1]} over RGB (grey = 0)")
+    return run_view("cnn.filters", _state(request)["subject"])["filters"]
 
 
 @user_errors
 def kernel_view(layer: str, out_channel: float, request: gr.Request):
     """One output channel's kernel of any convolution, one tile per input channel."""
-    session = _session(request)
     if not layer:
         raise ValueError("Pick a convolution layer.")
-    conv = layer_module(session.tower, layer)
-    kernel = kernel_slices(conv, int(out_channel))
-    return kernel_figure(kernel, f"{layer}, output channel {int(out_channel)}: {kernel.shape[0]} input channels, "
-                                 f"{kernel.shape[1]}x{kernel.shape[2]}")
+    return run_view("cnn.kernel", _state(request)["subject"], layer=layer, out_channel=int(out_channel))["kernel"]
 
 
 def _field_views(state: dict, layer: str):
-    session: CNNSession = state["session"]
-    field = session.field(layer)
     unit = state.get("unit")
-    if unit is None or unit[0] != layer:
-        unit = (layer, (field.map_size[0] // 2, field.map_size[1] // 2))
-    _, (row, col) = unit
-    row, col = min(row, field.map_size[0] - 1), min(col, field.map_size[1] - 1)
-    state["unit"] = (layer, (row, col))
-    erf = session.effective_field(layer, (row, col))
-    size, jump = field.size, field.jump
-    note = ("every unit sees the whole image (a global channel gate precedes it)" if field.is_global else
-            f"theoretical field {size[0]}x{size[1]} px, stride {jump[0]} px")
-    top, left, bottom, right = field.box(row, col)
-    radius = effective_radius(erf, ((top + bottom) / 2, (left + right) / 2), 0.9)
-    text = (f"**{layer}**, unit ({row}, {col}) of its {field.map_size[0]}x{field.map_size[1]} map: {note}. "
-            f"Effective field: 90% of the gradient lies within {radius:.1f} px of the unit's centre. "
-            "Click the input image to move.")
-    maps = session.layer_maps(layer).mean(dim=0).numpy()
-    return (receptive_field_figure(session.image, field, (row, col), erf,
-                                   f"{layer} unit ({row}, {col}): theoretical box, effective heat"),
-            layer_map_figure(maps, (row, col), f"{layer}: mean over channels, unit ({row}, {col})"), text)
+    unit = unit[1] if unit is not None and unit[0] == layer else None
+    figures = run_view("cnn.receptive_field", state["subject"], layer=layer or None, unit=unit)
+    state["unit"] = (layer, figures["unit"])
+    return figures["field"], figures["layer_map"], figures["text"]
 
 
 @user_errors
 def field_view(layer: str, request: gr.Request):
     """Receptive field of the layer's centre unit (or the last clicked one)."""
-    return _field_views(STORE.get(request, KEY, NOT_YET), layer)
+    return _field_views(_state(request), layer)
 
 
 @user_errors
@@ -158,31 +110,21 @@ def pick_unit(layer: str, event: gr.SelectData, request: gr.Request):
     """A click on the shared image picks the unit of the layer whose field is centred nearest to it (nothing
     before a CNN was analysed)."""
     state = STORE.peek(request, KEY)
-    if state is None or not state["session"].is_cnn or not layer:
+    if state is None or not state["subject"].cnn().is_cnn or not layer:
         return gr.skip(), gr.skip(), gr.skip()
-    session: CNNSession = state["session"]
     x, y = event.index
-    state["unit"] = (layer, session.unit_at_source_pixel(layer, x, y))
+    state["unit"] = (layer, state["subject"].cnn().unit_at_source_pixel(layer, x, y))
     return _field_views(state, layer)
 
 
 @user_errors
 def cam_view(method: str, layer: str, target: str, request: gr.Request):
-    """A class activation map for the chosen class (or prompt, for CLIP)."""
-    state = STORE.get(request, KEY, NOT_YET)
-    session: CNNSession = state["session"]
-    classes = class_labels(session.model, state["prompts"])
-    if session.model.family == "clip" and not classes:
+    """A class activation map for the chosen class (or prompt, for CLIP; default: the top output)."""
+    state = _state(request)
+    if state["subject"].model.has_text and not state["prompts"]:
         raise ValueError("Type the prompts (one per line) and press Analyse: a CLIP CAM explains one of them.")
-    if target in classes:
-        index = classes.index(target)
-    elif str(target or "").strip().isdigit():
-        index = int(str(target).strip())
-    else:
-        raise ValueError(f"Unknown class {target!r}; pick one from the list.")
-    cam = session.cam(index, method, layer or None, state["prompts"])
-    name = classes[index] if index < len(classes) else f"class {index}"
-    return cam_figure(session.image, cam, f"{method} at {layer or default_cam_layer(session.model)} for “{name}”")
+    return run_view("cnn.cam", state["subject"], method=method, layer=layer or None, target=target or None,
+                    prompts=state["prompts"])["cam"]
 
 
 @user_errors
@@ -192,17 +134,8 @@ def probes_view(model_id: str, image, compare_id: str, max_shift: float, progres
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
     ids = list(dict.fromkeys(i.strip() for i in (model_id, compare_id) if i and i.strip()))
     models = [load_model(i) for i in progress.tqdm(ids, desc="loading models")]
-    probes = [shift_probe(m, image, int(max_shift)) for m in progress.tqdm(models, desc="shift probe")]
-    examples = shapes.make_cue_conflict(CUE_CONFLICT_IMAGES, seed=CUE_CONFLICT_SEED)
-    results, skipped = [], []
-    for model in progress.tqdm(models, desc="cue conflict"):
-        try:
-            results.append(cue_conflict(model, examples))
-        except ValueError as exc:
-            skipped.append(str(exc))
-    note = " ".join(skipped) or "Every model was scored on the cue-conflict images."
-    gallery = [(e.image, f"shape {e.shape_label}, texture {e.texture_label}") for e in examples[:8]]
-    return shift_figure(probes), cue_conflict_figure(results) if results else None, gallery, note
+    figures = run_view("cnn.probes", Subject(models[0], image), compare=tuple(models[1:]), max_shift=int(max_shift))
+    return figures["shift"], figures["cue_conflict"], figures["gallery"], figures["note"]
 
 
 # -- layout --------------------------------------------------------------------------------------------------------

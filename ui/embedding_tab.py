@@ -6,16 +6,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
-import numpy as np
 
 from models import shapes
 from models.embed import (
     DEFAULT_CLASS_TEMPLATE,
     EmbeddingCache,
-    EmbeddingSet,
     ImageItem,
     embed_set,
-    embed_texts,
     embedding_table,
     load_embedding_output,
     scan_folder,
@@ -27,14 +24,9 @@ from ui.plotly_html import map_value, new_token, plotly_map
 from ui.sessions import STORE, SessionStore
 from ui.shared_inputs import SharedInputs
 from ui.zero_shot_tab import load_clip
-from viz.embedding_figures import (
-    confusion_figure,
-    embedding_map_figure,
-    modality_gap_figure,
-    per_class_accuracy_figure,
-    thumbnail_data_url,
-)
-from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project, retrieve
+from viz.embedding_figures import thumbnail_data_url
+from viz.embedding_views import COLOURS, EXPLORER_SEED
+from viz.views import Subject, run_view
 from viz.zero_shot import parse_templates, truncation_notice
 
 KEY = "embedding"
@@ -42,8 +34,6 @@ NOT_YET = "Press Embed first."
 SOURCES = ["procedural shapes (images + captions)", "example photos", "uploaded images", "folder on the server",
            "models.embed output folder"]
 METHODS = ["UMAP", "PCA"]
-COLOURS = {"modality": "modality", "label": "label", "zero-shot prediction": "prediction"}
-EXPLORER_SEED = 616_161  # held out: training seeds are >= shapes.TRAIN_SEED_START
 MAX_PROCEDURAL = 2000
 _MAPS = SessionStore(capacity=64)  # map token -> EmbeddingSet, for hover look-ups
 
@@ -91,38 +81,14 @@ def _class_labels(text: str) -> list[str]:
     return [x.strip() for x in (text or "").replace("\n", ",").split(",") if x.strip()]
 
 
-def _predictions(es: EmbeddingSet) -> list[str] | None:
-    if not es.class_text:
-        return None
-    rows = [es.class_text[name] for name in es.class_names]
-    best = class_scores(es.image_embeddings, es.text_embeddings[rows]).argmax(axis=1)
-    return [es.class_names[i] for i in best]
+def _map_views(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> dict:
+    return run_view("embedding.map", state["subject"], embedding_set=state["set"], method=method, colour=colour,
+                    remove_gap=bool(remove_gap), lines=bool(lines), highlight=state["highlight"])
 
 
 def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> str:
-    es = state["set"]
-    mode = COLOURS.get(colour, "modality")
-    if mode == "prediction" and state["predictions"] is None:
-        raise ValueError("This set has no class labels to predict: type some class labels and press Embed again.")
-    projection = project(es.image_embeddings, es.text_embeddings, method.lower(), bool(remove_gap))
-    figure = embedding_map_figure(es, projection, mode, state["predictions"], state["highlight"], bool(lines))
+    figure = _map_views(state, method, colour, remove_gap, lines)["map"]
     return map_value(figure.to_json(), state["token"])
-
-
-def _gap(es: EmbeddingSet):
-    """The gap figure and a sentence, or (None, reason) when the set has no image-text pairs."""
-    if not len(es.texts):
-        return None, "No texts: type class labels to add text points and measure the modality gap."
-    gap = modality_gap(es.image_embeddings, es.text_embeddings)
-    pairs = es.image_caption.copy()
-    if (pairs < 0).all() and es.class_text:  # no captions: an image's matching text is its class prompt
-        pairs = np.array([es.class_text.get(label, -1) if label else -1 for label in es.labels])
-    if (pairs < 0).all():
-        return None, f"Modality gap ‖mean image − mean text‖ = {gap.length:.3f} (no image-text pairs to compare)."
-    similarities = pair_similarities(es.image_embeddings, es.text_embeddings, pairs)
-    return (modality_gap_figure(similarities, gap),
-            f"Modality gap ‖mean image − mean text‖ = **{gap.length:.3f}**; matching pairs' mean cosine "
-            f"{similarities.matching.mean():.3f}, non-matching {similarities.non_matching.mean():.3f}.")
 
 
 def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> None:
@@ -152,6 +118,7 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
               progress: gr.Progress = gr.Progress()):
         """Embed the chosen images (and their captions and class prompts), then draw the map."""
         cached = [None]
+        model = None  # a models.embed output folder is read without its model
         if source == SOURCES[4]:
             es = load_embedding_output(allowed_folder(folder, allowed))
             note = f"Read {len(es.images)} image and {len(es.texts)} text embeddings of {es.model_id} from disk."
@@ -173,12 +140,13 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
             if truncated:
                 note += f"\n\n⚠️ {truncated}"
         token = new_token()
-        state = {"set": es, "token": token, "highlight": [], "predictions": _predictions(es)}
+        state = {"set": es, "token": token, "highlight": [], "subject": Subject(model)}
         STORE.put(request, KEY, state)
         _MAPS.put(_by_token(token), "map", es)
         progress(0.95, desc=f"{method} projection")
-        map_html = _map(state, method, colour, remove_gap, lines)
-        gap_figure, gap_note = _gap(es)
+        figures = _map_views(state, method, colour, remove_gap, lines)
+        map_html = map_value(figures["map"].to_json(), token)
+        gap_figure, gap_note = figures["gap"], figures["gap_note"]
         captions = es.text_kinds.count("caption")
         info = (f"{note}\n\n{len(es.texts)} texts: {captions} captions, {len(es.texts) - captions} class prompts. "
                 f"{gap_note}")
@@ -194,24 +162,10 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         """The k images nearest to a text query, found in the original space, highlighted and shown as a gallery."""
         state = STORE.get(request, KEY, NOT_YET)
         es = state["set"]
-        query = (query or "").strip()
-        if not query:
-            raise ValueError("Type a text query, e.g. “a red circle”.")
-        model = load_clip(es.model_id)
-        vector = embed_texts(model, [query])[0]
-        order, scores = retrieve(vector, es.image_embeddings, int(k))
-        state["highlight"] = order.tolist()
-        gallery = []
-        for rank, (index, score) in enumerate(zip(order, scores, strict=True), start=1):
-            item = es.images[index]
-            if item.source is not None:
-                image = item.open().convert("RGB")
-                image.thumbnail((128, 128))
-                gallery.append((image, f"{rank}. {score:.3f} {item.caption or item.label or item.name}"))
-        notice = truncation_notice(model, [query])
-        info = f"Top {len(order)} images for “{query}” by cosine in the original {len(vector)}-d space."
-        if notice:
-            info += f"\n\n⚠️ {notice}"
+        figures = run_view("embedding.search", Subject(load_clip(es.model_id)), query=query, k=int(k),
+                           embedding_set=es)
+        state["highlight"] = figures["highlight"]
+        gallery, info = figures["gallery"], figures["info"]
         return _map(state, method, colour, remove_gap, lines), gallery, info
 
     @user_errors
@@ -237,17 +191,9 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
     @user_errors
     def evaluate(request: gr.Request):
         """Zero-shot accuracy of the labelled images against the class prompts: top-1, top-5, per class."""
-        es = STORE.get(request, KEY, NOT_YET)["set"]
-        if not es.class_text:
-            raise ValueError("The images have no labels: evaluate a labelled folder (one subfolder per class) or "
-                             "the procedural shapes.")
-        rows = [es.class_text[name] for name in es.class_names]
-        evaluation = evaluate_zero_shot(es.image_embeddings, es.labels, es.class_names, es.text_embeddings[rows])
-        worst = evaluation.worst_first[:3]
-        summary = (f"Zero-shot over {len(es.class_names)} classes ({len(evaluation.truth)} labelled images, "
-                   f"prompt “{es.template}”): top-1 **{evaluation.top1:.1%}**, top-5 **{evaluation.top5:.1%}**. "
-                   "Worst: " + ", ".join(f"{evaluation.class_names[i]} {evaluation.per_class[i]:.0%}" for i in worst))
-        return summary, per_class_accuracy_figure(evaluation), confusion_figure(evaluation)
+        state = STORE.get(request, KEY, NOT_YET)
+        figures = run_view("embedding.evaluate", state["subject"], embedding_set=state["set"])
+        return figures["summary"], figures["per_class"], figures["confusion"]
 
     @user_errors
     def export_table(file_format: str, request: gr.Request):

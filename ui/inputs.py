@@ -4,6 +4,7 @@ from __future__ import annotations
 import gradio as gr
 
 from models import load_model
+from viz.views import has_token_grid
 
 
 def load_vit(model_id: str, image: object = True):
@@ -11,6 +12,6 @@ def load_vit(model_id: str, image: object = True):
     if image is None:
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
     model = load_model((model_id or "").strip())
-    if model.family == "cnn" or (model.family == "clip" and model.visual.family != "vit"):
+    if not has_token_grid(model):
         raise gr.Error(f"{model_id} is not a vision transformer; open it in the CNN tab.", print_exception=False)
     return model

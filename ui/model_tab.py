@@ -4,8 +4,8 @@ from __future__ import annotations
 import gradio as gr
 
 from models import load_model
-from models.summary import block_parameters, module_tree
 from ui.errors import user_errors
+from viz.views import Subject, run_view
 
 FACT_HEADERS = ["fact", "value"]
 BLOCK_HEADERS = ["block / stage", "parameters"]
@@ -20,12 +20,10 @@ def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tupl
     progress(0.1, desc=f"Loading {model_id}")
     model = load_model(model_id.strip())
     progress(0.6, desc="Running one input through it")
-    facts = [[key, f"{value:,}" if isinstance(value, int) else str(value)] for key, value in model.facts().items()]
-    blocks = [[name, f"{count:,}"] for name, count in block_parameters(model)]
-    tree = [["  " * row.depth + row.name, row.type, row.output_shape, f"{row.parameters:,}"]
-            for row in module_tree(model)]
-    hooks = "\n".join(model.hook_names())
-    return facts, blocks, tree, hooks
+    subject = Subject(model)
+    facts = run_view("model.facts", subject)
+    return (facts["facts"], facts["blocks"], run_view("model.tree", subject)["tree"],
+            run_view("model.hooks", subject)["hooks"])
 
 
 def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str | None) -> None:

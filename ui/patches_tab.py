@@ -2,8 +2,6 @@
 residual stream, all from one hooked forward (the same session the Attention tab uses)."""
 from __future__ import annotations
 
-import math
-
 import gradio as gr
 
 from ui.errors import user_errors
@@ -11,61 +9,33 @@ from ui.export import export_button
 from ui.inputs import load_vit
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
-from viz.attention_figures import patch_grid_figure
-from viz.attention_session import AttentionSession
-from viz.patch_figures import (
-    attention_correlation_figure,
-    filters_figure,
-    patch_pca_figure,
-    position_similarity_figure,
-    residual_figure,
-    token_similarity_figure,
-)
-from viz.patches import (
-    filters_to_rgb_tiles,
-    patch_embed_weight,
-    patch_filter_components,
-    patch_pca_rgb,
-    position_similarity,
-    token_similarity,
-)
-from viz.residual import attention_map_correlation, residual_norms
+from viz.views import VIEWS, Subject, run_view
 
 KEY = "patches"
 NOT_YET = "Press Analyse first (then click the image to pick a patch)."
 
 
-def _token_views(session: AttentionSession, layer: int, query: int):
-    layer = min(int(layer), session.vit.num_layers - 1)
-    tokens = session.stream[f"blocks.{layer}.resid_post"][0]
-    similarity = token_similarity(tokens, query)[session.prefix:].reshape(session.grid)
-    cell = (0, 0) if query < session.prefix else divmod(query - session.prefix, session.grid[1])
-    islands = patch_pca_rgb(tokens[session.prefix:], session.grid)
-    return token_similarity_figure(similarity, cell), patch_pca_figure(islands)
+def _token_views(subject: Subject, layer: int, query: int):
+    similarity = run_view("patches.token_similarity", subject, layer=int(layer), query=query)["similarity"]
+    return similarity, run_view("patches.islands", subject, layer=int(layer))["islands"]
+
+
+def _figure(name: str, subject: Subject, key: str):
+    """The view's figure, or None where the view does not apply to this model (e.g. no position table)."""
+    return run_view(name, subject)[key] if VIEWS[name].applies(subject.model) else None
 
 
 @user_errors
 def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
     """One hooked forward, then every Patches view."""
-    model = load_vit(model_id, image)
-    session = AttentionSession(model, image)
-    vit = session.vit
-    seen = vit.preprocess.unnormalize(session.pixels[0])
-    components, explained = patch_filter_components(patch_embed_weight(vit.layout.patch_embed))
-    figures = [patch_grid_figure(seen, session.grid, vit.patch_size, vit.prefix_tokens),
-               filters_figure(filters_to_rgb_tiles(components), explained)]
-    if session.pos_table is not None:
-        prefix_rows = vit.layout.pos_embed_prefix_rows
-        side = math.isqrt(session.pos_table.shape[0] - prefix_rows)
-        figures.append(position_similarity_figure(
-            position_similarity(session.pos_table, (side, side), prefix_rows, target_grid=session.grid)))
-    else:
-        figures.append(None)
-    figures += [residual_figure(residual_norms(session.stream, vit.num_layers)),
-                attention_correlation_figure(attention_map_correlation([p[None] for p in session.patterns]))]
-    state = {"session": session, "query": session.prefix}
+    subject = Subject(load_vit(model_id, image), image)
+    session = subject.attention()
+    figures = [_figure("patches.grid", subject, "grid"), _figure("patches.filters", subject, "filters"),
+               _figure("patches.positions", subject, "positions"), _figure("patches.residual", subject, "residual"),
+               _figure("patches.attention_correlation", subject, "correlation")]
+    state = {"subject": subject, "query": session.prefix}
     STORE.put(request, KEY, state)
-    return (gr.update(maximum=vit.num_layers - 1), *figures, *_token_views(session, layer, state["query"]))
+    return (gr.update(maximum=session.vit.num_layers - 1), *figures, *_token_views(subject, layer, state["query"]))
 
 
 @user_errors
@@ -75,14 +45,14 @@ def pick_patch(layer: float, event: gr.SelectData, request: gr.Request):
     state = STORE.peek(request, KEY)
     if state is None:
         return gr.skip(), gr.skip()
-    state["query"] = state["session"].token_at_source_pixel(*event.index)
-    return _token_views(state["session"], layer, state["query"])
+    state["query"] = state["subject"].attention().token_at_source_pixel(*event.index)
+    return _token_views(state["subject"], layer, state["query"])
 
 
 @user_errors
 def change_layer(layer: float, request: gr.Request):
     state = STORE.get(request, KEY, NOT_YET)
-    return _token_views(state["session"], layer, state["query"])
+    return _token_views(state["subject"], layer, state["query"])
 
 
 def build_patches_tab(shared: SharedInputs) -> None:

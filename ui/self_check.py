@@ -1,6 +1,6 @@
 """``python app.py --check``: start the app headlessly on a free local port, run every tab's main computation once
-through the app's own HTTP API (queue, serialisation and all), print one line per view with its time, and report
-whether every view answered.
+through the app's own HTTP API (queue, serialisation and all), then every registered view (viz.views) of each
+picker's model in process; print one line per check with its time, and report whether every view answered.
 """
 from __future__ import annotations
 
@@ -93,6 +93,27 @@ def run_checks(app: gr.Blocks, ids: dict[str, str], image: str | Path | None = N
                 results.append(CheckResult(view, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"))
     finally:
         app.close()
+    return results + registry_checks(ids)
+
+
+def registry_checks(ids: dict[str, str]) -> list[CheckResult]:
+    """Every registered view (viz.views) that applies to each picker's model, run in this process on a procedural
+    image: the views the tabs bind to, including those the HTTP plan above does not call."""
+    from models import load_model
+    from viz.views import check_views
+
+    results = []
+    for model_id in dict.fromkeys(ids.values()):
+        start = time.perf_counter()
+        try:
+            outcomes = check_views(load_model(model_id))
+        except Exception as exc:  # noqa: BLE001 - a model that cannot load is reported like any failed view
+            results.append(CheckResult(f"Registry: views of {model_id}", time.perf_counter() - start,
+                                       f"{type(exc).__name__}: {exc}"))
+            continue
+        failed = [f"{o.view}: {o.error}" for o in outcomes if o.error]
+        results.append(CheckResult(f"Registry: {len(outcomes)} view checks of {model_id}", time.perf_counter() - start,
+                                   "; ".join(failed) or None))
     return results
 
 

@@ -1,5 +1,5 @@
 """The inputs every view tab shares: one image (upload, paste, examples; a click picks a location) and one model
-picker per family, each loading its model as soon as it changes, with progress.
+picker per kind of view, each loading its model as soon as it changes, with progress.
 
 Images are decoded by clipscope (models.images.open_image), not by Gradio, so that corrupt files, decompression
 bombs, 16-bit, CMYK, palette and multi-frame images all get the same safe handling and a clear message.
@@ -17,11 +17,12 @@ from models.catalog import catalog_models
 from models.images import ImageInputError, open_image
 from ui.errors import user_errors
 from ui.examples import example_paths
+from viz.views import has_token_grid
 
-FAMILIES = {  # picker -> (label, (family, image tower) pairs it offers, tabs that use it)
-    "transformer": ("ViT or CLIP model", (("vit", "vit"), ("clip", "vit")), "Attention, Patches"),
-    "cnn": ("CNN model", (("cnn", "cnn"), ("clip", "cnn")), "CNN"),
-    "clip": ("CLIP model", (("clip", "vit"), ("clip", "cnn")), "Zero-shot & Softmax, Embedding space"),
+PICKERS = {  # picker -> (label, what a model must have to be offered, tabs that use it)
+    "transformer": ("ViT or CLIP model", "has_token_grid", "Attention, Patches"),
+    "cnn": ("CNN model", "has_feature_maps", "CNN"),
+    "clip": ("CLIP model", "has_text", "Zero-shot & Softmax, Embedding space"),
 }
 DEFAULTS = {"transformer": "bundled:mini-clip", "cnn": "bundled:mini-cnn", "clip": "bundled:mini-clip"}
 
@@ -50,42 +51,58 @@ class ImageInput(gr.Image):
 
 @dataclass
 class SharedInputs:
-    """The shared image and the per-family model pickers (Gradio components)."""
+    """The shared image and the model pickers (one per kind of view) (Gradio components)."""
 
     image: ImageInput
     pickers: dict[str, gr.Dropdown]
     status: gr.Markdown
 
 
-def model_kind(model_id: str) -> tuple[str, str] | None:
-    """(family, image tower) of an id: from the catalog, else by loading it (the launcher's models are loaded at
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model offers the pickers: a text tower, one token grid of attention, feature maps."""
+
+    has_text: bool
+    has_token_grid: bool
+    has_feature_maps: bool
+
+
+def capabilities(model_id: str) -> Capabilities | None:
+    """The capabilities of an id: from its catalog entry, else by loading it (the launcher's models are loaded at
     start-up anyway); None when it cannot be loaded now (it is then offered in every picker)."""
-    known = {m.id: (m.family, m.image_tower) for m in catalog_models()}
-    if model_id in known:
-        return known[model_id]
+    entry = next((m for m in catalog_models() if m.id == model_id), None)
+    if entry is not None:
+        return Capabilities(entry.has_text, entry.has_token_grid, entry.has_feature_maps)
     try:
         model = load_model(model_id)
     except Exception:  # noqa: BLE001 - reported when the user picks it
         return None
-    return model.family, (model.visual.family if model.family == "clip" else model.family)
+    return Capabilities(model.has_text, has_token_grid(model), model.has_feature_maps)
 
 
-def family_choices(family: str, extra: list[str]) -> list[str]:
+def picker_choices(picker: str, extra: list[str]) -> list[str]:
     """Ids offered by one picker: the user's --model ids that fit, then bundled models, then real checkpoints."""
-    wanted = FAMILIES[family][1]
-    known = catalog_models()
-    fitting = [i for i in extra if model_kind(i) in (*wanted, None)]
-    return list(dict.fromkeys(fitting + [m.id for m in known if (m.family, m.image_tower) in wanted]))
+    wanted = PICKERS[picker][1]
+    fitting = [i for i in extra if (found := capabilities(i)) is None or getattr(found, wanted)]
+    known = [m.id for m in catalog_models() if getattr(m, wanted)]
+    return list(dict.fromkeys(fitting + known))
 
 
 def default_ids(extra_models: list[str]) -> dict[str, str]:
-    """The model each picker starts on: the first --model id that fits the family, else the bundled default."""
+    """The model each picker starts on: the first --model id that fits the picker, else the bundled default."""
     chosen = {}
-    for family in FAMILIES:
-        choices = family_choices(family, extra_models)
+    for picker in PICKERS:
+        choices = picker_choices(picker, extra_models)
         fitting = [i for i in extra_models if i in choices]
-        chosen[family] = fitting[0] if fitting else DEFAULTS[family]
+        chosen[picker] = fitting[0] if fitting else DEFAULTS[picker]
     return chosen
+
+
+def describe_capabilities(model) -> str:
+    """What the loaded model offers, in words."""
+    parts = [name for name, has in (("a text tower", model.has_text), ("attention", model.has_attention),
+                                    ("feature maps", model.has_feature_maps)) if has]
+    return ", ".join(parts) or "no attention or feature maps"
 
 
 @user_errors
@@ -98,8 +115,8 @@ def load_picked(model_id: str, progress: gr.Progress = gr.Progress()) -> str:
     start = time.perf_counter()
     model = load_model(model_id)
     seconds = time.perf_counter() - start
-    return (f"Loaded **{model_id}**: {model.family}, {model.num_parameters:,} parameters, on {model.device} "
-            f"({seconds:.1f} s).")
+    return (f"Loaded **{model_id}**: {describe_capabilities(model)}, {model.num_parameters:,} parameters, on "
+            f"{model.device} ({seconds:.1f} s).")
 
 
 def build_shared_inputs(extra_models: list[str]) -> SharedInputs:
@@ -116,8 +133,8 @@ def build_shared_inputs(extra_models: list[str]) -> SharedInputs:
         with gr.Column(scale=2):
             pickers = {}
             defaults = default_ids(extra_models)
-            for family, (label, _, tabs) in FAMILIES.items():
-                pickers[family] = gr.Dropdown(family_choices(family, extra_models), value=defaults[family],
+            for picker, (label, _, tabs) in PICKERS.items():
+                pickers[picker] = gr.Dropdown(picker_choices(picker, extra_models), value=defaults[picker],
                                               allow_custom_value=True, label=label, info=f"used by: {tabs}")
             status = gr.Markdown("Any id can be typed: bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, "
                                  "torchvision:NAME[/WEIGHTS] or a local folder.")

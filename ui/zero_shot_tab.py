@@ -5,35 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
 
-from models import load_model, shapes
+from models import load_model
 from models.images import open_image
 from ui.errors import user_errors
 from ui.export import export_button
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
-from viz.softmax import apply_sliders, softmax_view
-from viz.zero_shot import (
-    DEFAULT_TEMPLATE,
-    ENSEMBLE_TEMPLATES,
-    image_text_similarity,
-    parse_labels,
-    parse_templates,
-    require_clip,
-    zero_shot,
-)
-from viz.zero_shot_figures import similarity_figure, softmax_halves_figure, softmax_sliders_figure, top_k_figure
+from viz.views import Subject, run_view
+from viz.zero_shot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, parse_labels, parse_templates, require_clip
+from viz.zero_shot_views import DEFAULT_LABELS as LABELS
+from viz.zero_shot_views import MAX_SLIDERS, classification, slider_classes
 
 KEY = "zero_shot"
 NOT_YET = "Classify an image first: the sliders hold that prediction's logits."
-MAX_SLIDERS = 8  # move_sliders takes exactly this many slider values
 MAX_PAIRS = 16
 TEMPLATE_MODES = [f"default: {DEFAULT_TEMPLATE}", "custom", f"ensemble of {len(ENSEMBLE_TEMPLATES)} templates"]
 PAIR_SOURCES = ["procedural shapes and their captions", "my images and texts"]
-SIMILARITY_SEED = 515_151  # held out: training seeds are >= shapes.TRAIN_SEED_START
-DEFAULT_LABELS = ("red circle, blue square, green triangle, yellow star, purple heart, orange cross, red square, "
-                  "blue circle")
+DEFAULT_LABELS = ", ".join(LABELS)
 
 
 def load_clip(model_id: str):
@@ -52,31 +41,24 @@ def templates_for(mode: str, custom: str) -> list[str]:
     return [DEFAULT_TEMPLATE]
 
 
-def log_temperature(value: float) -> float:
-    """The temperature slider moves log10(T) from -2 (very sharp) to 2 (flat)."""
-    return float(10.0 ** float(value))
-
-
-def _softmax_outputs(state: dict, values, log_t: float):
-    logits = apply_sliders(state["model_logits"], state["slider_classes"], values)
-    temperature = log_temperature(log_t)
-    view = softmax_view(state["labels"], logits, temperature)
-    scale = state["logit_scale"] / temperature
-    entropy = (f"T = {temperature:.3g} (effective logit scale {scale:.3g}): entropy **{view.entropy:.3f}** nats of "
-               f"at most {view.max_entropy:.3f}; probabilities sum to {view.probabilities.sum():.6f}.")
-    return softmax_sliders_figure(view, state["model_probabilities"]), entropy
+def _sliders(state: dict, values, log_t: float):
+    figures = run_view("zero_shot.sliders", state["subject"], values=values, log_t=float(log_t),
+                       labels=state["labels"], templates=state["templates"])
+    return figures["probabilities"], figures["entropy"]
 
 
 def _slider_updates(state: dict) -> list:
-    low = -2.0 * state["logit_scale"] + state["bias"]   # logits are scale * cosine (+ bias): room on both sides
-    high = 2.0 * state["logit_scale"] + state["bias"]
+    result = classification(state["subject"], state["labels"], state["templates"])
+    bias = state["subject"].model.logit_bias or 0.0
+    low = -2.0 * result.logit_scale + bias   # logits are scale * cosine (+ bias): room on both sides
+    high = 2.0 * result.logit_scale + bias
+    held = slider_classes(result)
     updates = []
     for position in range(MAX_SLIDERS):
-        if position < len(state["slider_classes"]):
-            index = state["slider_classes"][position]
+        if position < len(held):
+            index = held[position]
             updates.append(gr.update(visible=True, minimum=round(low, 3), maximum=round(high, 3),
-                                     value=float(state["model_logits"][index]),
-                                     label=f"logit: {state['labels'][index]}"))
+                                     value=float(result.logits[index]), label=f"logit: {result.labels[index]}"))
         else:
             updates.append(gr.update(visible=False, value=0.0))
     return updates
@@ -88,44 +70,33 @@ def classify(model_id: str, image, labels_text: str, mode: str, custom: str, k: 
     model = load_clip(model_id)
     if image is None:
         raise gr.Error("Upload an image or pick an example first.", print_exception=False)
-    labels = parse_labels(labels_text)
-    result = zero_shot(model, image, labels, templates_for(mode, custom))
-    top = [result.labels.index(label) for label, _ in result.top(MAX_SLIDERS)]
-    state = {"labels": result.labels, "model_logits": result.logits, "model_probabilities": result.probabilities,
-             "slider_classes": top, "logit_scale": result.logit_scale, "bias": model.logit_bias or 0.0}
+    state = {"subject": Subject(model, image), "labels": parse_labels(labels_text),
+             "templates": templates_for(mode, custom)}
+    figures = run_view("zero_shot.classify", state["subject"], labels=state["labels"], templates=state["templates"],
+                       k=int(k))
     STORE.put(request, KEY, state)
-    prompts = ", ".join(f"“{t}”" for t in result.templates[:3]) + (" …" if len(result.templates) > 3 else "")
-    notes = [f"{len(labels)} labels × {len(result.templates)} template(s): {prompts}. Logits = "
-             f"{result.logit_scale:.2f} × cosine; the sliders below hold the top {len(top)}."]
-    notes += [f"⚠️ {notice}" for notice in result.notices]
-    values = [float(result.logits[i]) for i in top] + [0.0] * (MAX_SLIDERS - len(top))
-    figure, entropy = _softmax_outputs(state, values[:len(top)], 0.0)
-    return (top_k_figure(result, int(k)), "\n\n".join(notes), *_slider_updates(state), gr.update(value=0.0),
-            figure, entropy)
+    return (figures["top_k"], figures["notice"], *_slider_updates(state), gr.update(value=0.0),
+            *_sliders(state, None, 0.0))
 
 
 @user_errors
 def move_sliders(s0: float, s1: float, s2: float, s3: float, s4: float, s5: float, s6: float, s7: float,
                  log_t: float, request: gr.Request):
-    """Any slider moved: every probability follows (logits of the slider classes replaced, softmax at T)."""
+    """Any slider moved: every probability follows (logits of the slider classes replaced, at temperature T)."""
     state = STORE.get(request, KEY, NOT_YET)
-    values = [s0, s1, s2, s3, s4, s5, s6, s7][:len(state["slider_classes"])]
-    return _softmax_outputs(state, [float(v) for v in values], log_t)
+    held = slider_classes(classification(state["subject"], state["labels"], state["templates"]))
+    values = [s0, s1, s2, s3, s4, s5, s6, s7][:len(held)]
+    return _sliders(state, [float(v) for v in values], log_t)
 
 
 @user_errors
 def reset_sliders(request: gr.Request):
     """Sliders back to the model's logits and T = 1."""
     state = STORE.get(request, KEY, NOT_YET)
-    values = [float(state["model_logits"][i]) for i in state["slider_classes"]]
-    return (*_slider_updates(state), gr.update(value=0.0), *_softmax_outputs(state, values, 0.0))
+    return (*_slider_updates(state), gr.update(value=0.0), *_sliders(state, None, 0.0))
 
 
-def _pairs(source: str, count: float, files, texts_text: str):
-    if source == PAIR_SOURCES[0]:
-        examples = shapes.make_dataset(int(count), seed=SIMILARITY_SEED, two_objects_prob=0.0)
-        return ([e.image for e in examples], [e.caption for e in examples],
-                [f"shape {i}" for i in range(len(examples))])
+def _pairs(files, texts_text: str):
     paths = [getattr(f, "name", f) for f in (files or [])]
     if not paths:
         raise gr.Error("Upload at least one image (or use the procedural pairs).", print_exception=False)
@@ -140,26 +111,22 @@ def _pairs(source: str, count: float, files, texts_text: str):
 
 @user_errors
 def similarity(model_id: str, source: str, count: float, files, texts_text: str):
-    """Cosine similarity matrix of images x texts and its two softmax halves."""
-    model = load_clip(model_id)
-    images, texts, names = _pairs(source, count, files, texts_text)
-    matrix, notice = image_text_similarity(model, images, texts)
-    loss = matrix.contrastive_loss()
-    notes = [f"{len(images)} images × {len(texts)} texts; logit scale {matrix.logit_scale:.2f}."]
-    if loss is not None:
-        notes.append(f"Symmetric contrastive loss with the diagonal as the answer: image→text {loss[0]:.3f}, "
-                     f"text→image {loss[1]:.3f}, mean {np.mean(loss):.3f}.")
-    if notice:
-        notes.append(f"⚠️ {notice}")
-    return (similarity_figure(matrix, texts, images, names), softmax_halves_figure(matrix, texts, names),
-            "\n\n".join(notes))
+    """Cosine similarity matrix of images x texts and its probabilities (softmax halves, or SigLIP sigmoids)."""
+    subject = Subject(load_clip(model_id))
+    if source == PAIR_SOURCES[0]:
+        figures = run_view("zero_shot.similarity", subject, count=int(count))
+    else:
+        images, texts, names = _pairs(files, texts_text)
+        figures = run_view("zero_shot.similarity", subject, images=images, texts=texts, names=names)
+    return figures["similarity"], figures["probabilities"], figures["notice"]
 
 
 def build_zero_shot_tab(shared: SharedInputs) -> None:
     gr.Markdown("**Zero-shot classification**: the image's embedding against one text embedding per label "
                 "(prompt template filled with the label; an ensemble normalises each template's embedding, "
-                "averages and renormalises). Probabilities = softmax(logit scale × cosine). Multilingual CLIP "
-                "models take labels in any language, with their own tokenizer and context length.")
+                "averages and renormalises). Probabilities = softmax(logit scale × cosine); SigLIP models score "
+                "each label with its own sigmoid(logit scale × cosine + bias), which need not sum to 1. "
+                "Multilingual CLIP models take labels in any language, with their own tokenizer and context length.")
     with gr.Row():
         with gr.Column(scale=1):
             model_id, image = shared.pickers["clip"], shared.image

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 
 import torch
 
+from viz.outputs import output_vector
+
 FUSIONS = ("mean", "max", "min")
 
 
@@ -76,6 +78,49 @@ def gradient_relevancy(patterns: Sequence[torch.Tensor], grads: Sequence[torch.T
     return relevancy
 
 
+READOUTS = ("cls", "mean", "attention_pool")
+
+
+def pool_rollout_step(pattern: torch.Tensor, head_fusion: str = "mean") -> torch.Tensor:
+    """An attention pool's (batch, heads, probes, T) pattern as rollout's last step, (batch, T): heads fused, probes
+    averaged, renormalised. No identity is added: the pool's output has no residual path from its input tokens."""
+    fused = fuse_heads(pattern.float(), head_fusion).mean(dim=1)
+    return fused / fused.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def pool_relevancy_step(pattern: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Chefer's rule at an attention pool, (batch, T): mean over heads of clamp(grad * A, min=0), averaged over the
+    probes; again no identity (no residual around the pool)."""
+    return (grad.float() * pattern.float()).clamp(min=0).mean(dim=1).mean(dim=1)
+
+
+def readout_weights(joint: torch.Tensor, readout: str = "cls", prefix_tokens: int = 1,
+                    pool: torch.Tensor | None = None) -> torch.Tensor:
+    """What the model's output reads, over every input token, from a (batch, T, T) rollout or relevancy: (batch, T).
+
+    "cls": the CLS token's row (token 0); "mean": the mean of the patch tokens' rows (prefix tokens excluded);
+    "attention_pool": the pool's last step ``pool`` (batch, T) over the last block's tokens, times the joint.
+    """
+    if readout == "cls":
+        if prefix_tokens < 1:
+            raise ValueError("A CLS readout needs a prefix token; this model has none.")
+        return joint[:, 0]
+    if readout == "mean":
+        return joint[:, prefix_tokens:].mean(dim=1)
+    if readout == "attention_pool":
+        if pool is None:
+            raise ValueError("An attention-pool readout needs the pool's attention (the site pool.attn).")
+        return (pool.float().unsqueeze(1) @ joint.float()).squeeze(1)
+    raise ValueError(f"Unknown readout {readout!r}; use one of {READOUTS}.")
+
+
+def pool_pattern_name(tower) -> str | None:
+    """The capture name of the attention pool's pattern, where the model's readout is one."""
+    if getattr(tower, "readout", "cls") == "attention_pool" and "pool.attn" in tower.sites:
+        return "pool.attn.pattern"
+    return None
+
+
 def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> torch.Tensor:
     """(P, P) Euclidean distances in input pixels between the centres of the grid's patches (row-major)."""
     rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
@@ -102,11 +147,10 @@ def token_map(row: torch.Tensor, grid: tuple[int, int], prefix_tokens: int = 1) 
 def capture_patterns(model, pixels: torch.Tensor, grad_target=None) -> tuple[list, list]:
     """Every layer's attention pattern of a ViT (or a CLIP's ViT tower) for ``pixels``, in layer order, and with
     ``grad_target`` (model output -> per-image scores) also d(sum of scores)/d(pattern) per layer."""
-    vit = model.visual if model.family == "clip" else model
-    run = model.encode_image if model.family == "clip" else model.forward
+    vit = model.image_tower
     names = [f"blocks.{i}.attn.pattern" for i in range(vit.num_layers)]
     with model.capture(names, grad=grad_target is not None) as cache:
-        output = run(pixels)
+        output = model.run_image(pixels)
         if grad_target is not None:
             grad_target(output).sum().backward()
     patterns = [cache[name] for name in names]
@@ -120,18 +164,31 @@ def clip_text_target(model, prompt: str):
     return lambda image_features: torch.nn.functional.normalize(image_features.float(), dim=-1) @ text
 
 
-def class_target(class_index: int):
-    """A classifier's logit for one class."""
-    return lambda logits: logits[:, class_index]
+def class_target(class_index: int, tower=None):
+    """A classifier's logit for one class (for a feature extractor, one dimension of its readout vector)."""
+    if tower is None:
+        return lambda logits: logits[:, class_index]
+    return lambda output: output_vector(tower, output)[:, class_index]
+
+
+def _readout_relevancy(tower, cache, names: list[str]) -> torch.Tensor:
+    """The readout's relevancy over every token, (batch, T), from a gradient capture of ``names`` (+ the pool)."""
+    relevancy = gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])
+    pool_name = pool_pattern_name(tower)
+    pool = pool_relevancy_step(cache[pool_name], cache.grad(pool_name)) if pool_name else None
+    return readout_weights(relevancy, tower.readout, tower.num_prefix_tokens, pool)
 
 
 def relevancy_maps(model, pixels: torch.Tensor, grad_target) -> torch.Tensor:
-    """Chefer relevancy of the CLS token over the patch grid, per image: (batch, rows, cols)."""
-    vit = model.visual if model.family == "clip" else model
-    patterns, grads = capture_patterns(model, pixels, grad_target)
-    relevancy = gradient_relevancy(patterns, grads)
-    prefix = vit.num_prefix_tokens
-    return relevancy[:, 0, prefix:].reshape(-1, *vit.grid(pixels))
+    """Chefer relevancy of the model's readout (CLS, mean of the patches, or attention pool) over the patch grid,
+    per image: (batch, rows, cols)."""
+    vit = model.image_tower
+    names = [f"blocks.{i}.attn.pattern" for i in range(vit.num_layers)]
+    pool_name = pool_pattern_name(vit)
+    with model.capture(names + ([pool_name] if pool_name else []), grad=True) as cache:
+        grad_target(model.run_image(pixels)).sum().backward()
+    weights = _readout_relevancy(vit, cache, names)
+    return weights[:, vit.num_prefix_tokens:].reshape(-1, *vit.grid(pixels))
 
 
 def clip_caption_targets(model, captions: Sequence[str]):
@@ -142,7 +199,7 @@ def clip_caption_targets(model, captions: Sequence[str]):
 
 def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
     """(layers, heads) mean attention distance in input pixels over a batch of images (ViT paper, Fig. 7 right)."""
-    vit = model.visual if model.family == "clip" else model
+    vit = model.image_tower
     patterns, _ = capture_patterns(model, pixels)
     grid = vit.grid(pixels)
     return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens) for p in patterns])
@@ -151,14 +208,16 @@ def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
 def clip_prompt_relevancy(model, pixels: torch.Tensor, prompt: str) -> tuple[torch.Tensor, list[str], torch.Tensor]:
     """Chefer relevancy for the image-text similarity with ``prompt``, both towers from one forward and one backward.
 
-    Returns the image maps (batch, rows, cols) of the CLS token over the patches, the prompt's tokens, and each
-    token's relevance: the pooled (end-of-text) token's row of the text tower's relevancy (summed over the batch).
+    Returns the image maps (batch, rows, cols) of the image readout over the patches, the prompt's tokens, and each
+    token's relevance: the pooled (end-of-text) token's row of the text tower's relevancy, or the mean of the tokens'
+    rows for mean-pooled text encoders.
     """
-    vit = model.visual
+    vit = model.image_tower
     tokens = model.tokenize([prompt])
     image_names = [f"blocks.{i}.attn.pattern" for i in range(vit.num_layers)]
     text_names = [f"text.blocks.{i}.attn.pattern" for i in range(len(model.text.blocks))]
-    with model.capture(image_names + text_names, grad=True) as cache:
+    pool_name = pool_pattern_name(vit)
+    with model.capture(image_names + text_names + ([pool_name] if pool_name else []), grad=True) as cache:
         image = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
         text = torch.nn.functional.normalize(model.encode_text(tokens).float(), dim=-1)
         (image * text).sum().backward()
@@ -167,10 +226,12 @@ def clip_prompt_relevancy(model, pixels: torch.Tensor, prompt: str) -> tuple[tor
         return gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])
 
     prefix = vit.num_prefix_tokens
-    image_maps = relevancy(image_names)[:, 0, prefix:].reshape(-1, *vit.grid(pixels)).detach().cpu()
+    image_maps = _readout_relevancy(vit, cache, image_names)[:, prefix:].reshape(-1, *vit.grid(pixels)).detach().cpu()
     strings = model.token_strings(tokens[0])
-    scores = relevancy(text_names)[0, len(strings) - 1, :len(strings)].detach().cpu()
-    return image_maps, strings, scores
+    text = relevancy(text_names)[0, :len(strings), :len(strings)]
+    # the text embedding reads the pooled token's row, or for mean-pooled encoders the mean of the tokens' rows
+    scores = text.mean(dim=0) if getattr(model.text, "readout", "token") == "mean" else text[-1]
+    return image_maps, strings, scores.detach().cpu()
 
 
 def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list[str], torch.Tensor]:

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from viz.attention import attention_rollout, class_target, clip_prompt_relevancy, fuse_heads, relevancy_maps
+from viz.attention import (
+    attention_rollout,
+    class_target,
+    clip_prompt_relevancy,
+    fuse_heads,
+    pool_pattern_name,
+    pool_rollout_step,
+    readout_weights,
+    relevancy_maps,
+)
 
 
 @dataclass
@@ -38,18 +47,20 @@ class AttentionSession:
 
     def __init__(self, model, image: Image.Image | torch.Tensor):
         self.model = model
-        self.vit = model.visual if model.family == "clip" else model
+        self.vit = model.image_tower
         self.pixels = image if torch.is_tensor(image) else model.pixels([image])
         self.source_size = None if torch.is_tensor(image) else image.size  # (width, height) before preprocessing
         self.grid = self.vit.grid(self.pixels)
         self.prefix = self.vit.num_prefix_tokens
         layers = range(self.vit.num_layers)
         names = [f"blocks.{i}.attn.{v}" for i in layers for v in ("q", "k", "v", "pattern")]
-        run = model.encode_image if model.family == "clip" else model.forward
         stream = [f"blocks.{i}.{q}" for i in layers for q in ("resid_post", "attn_out", "mlp_out")]
         static = ["pos_embed"] if "pos_embed" in self.vit.points else []
-        with model.capture(names + stream + static) as cache:
-            self.output = run(self.pixels)
+        pool = [pool_pattern_name(self.vit)] if pool_pattern_name(self.vit) else []
+        with model.capture(names + stream + static + pool) as cache:
+            self.output = model.run_image(self.pixels)
+        # the attention pool's probes over the last block's tokens (heads, probes, T), where the readout is one
+        self.pool_pattern = cache[pool[0]][0].cpu() if pool else None
         self.pos_table = cache["pos_embed"].cpu() if static else None  # as stored, prefix rows first
         self.stream = {name: cache[name][:1].cpu() for name in stream}   # residual stream, for the Patches views
         self.patterns = [cache[f"blocks.{i}.attn.pattern"][0].cpu() for i in layers]   # (heads, T, T)
@@ -105,10 +116,15 @@ class AttentionSession:
         """(heads, rows, cols): every head's map for one query."""
         return self.patterns[layer][:, query, self.prefix:].reshape(-1, *self.grid)
 
-    def rollout_map(self, head_fusion: str = "mean", discard_ratio: float = 0.0, query: int = 0) -> torch.Tensor:
-        """Attention rollout from ``query`` (CLS by default) over the patches."""
-        joint = attention_rollout([p[None] for p in self.patterns], head_fusion, discard_ratio, self.prefix)[0]
-        return joint[query, self.prefix:].reshape(self.grid)
+    def rollout_map(self, head_fusion: str = "mean", discard_ratio: float = 0.0,
+                    query: int | None = None) -> torch.Tensor:
+        """Attention rollout over the patches: of what the model's output reads (its readout: CLS, the mean of the
+        patches, or the attention pool as the last step), or of one token ``query``."""
+        joint = attention_rollout([p[None] for p in self.patterns], head_fusion, discard_ratio, self.prefix)
+        if query is not None:
+            return joint[0, query, self.prefix:].reshape(self.grid)
+        pool = pool_rollout_step(self.pool_pattern[None], head_fusion) if self.pool_pattern is not None else None
+        return readout_weights(joint, self.vit.readout, self.prefix, pool)[0, self.prefix:].reshape(self.grid)
 
     def steps(self, layer: int, head: int, query: int, temperature: float = 1.0) -> AttentionSteps:
         """The computation of one attention row, from the captured Q, K, V; temperature divides the scores."""
@@ -126,12 +142,12 @@ class AttentionSession:
         key = repr(target)
         if key not in self._relevancy:
             if isinstance(target, str):
-                if self.model.family != "clip":
+                if not self.model.has_text:
                     raise ValueError("A text prompt needs a CLIP model; give a class index for classifiers.")
                 maps, tokens, scores = clip_prompt_relevancy(self.model, self.pixels, target)
                 self._relevancy[key], self._token_relevance[target] = maps[0], (tokens, scores)
             else:
-                maps = relevancy_maps(self.model, self.pixels, class_target(int(target)))
+                maps = relevancy_maps(self.model, self.pixels, class_target(int(target), self.vit))
                 self._relevancy[key] = maps[0].detach().cpu()
         return self._relevancy[key]
 
@@ -144,7 +160,7 @@ class AttentionSession:
     def patch_zero_shot(self, prompts: list[str]) -> torch.Tensor:
         """(rows, cols, prompts) cosine similarity of each final patch token, projected by the model's own final
         norm and projection, with each prompt's text embedding."""
-        if self.model.family != "clip":
+        if not self.model.has_text:
             raise ValueError("The per-patch zero-shot map needs a CLIP model.")
         if not prompts:
             raise ValueError("Give at least one prompt.")

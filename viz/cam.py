@@ -24,6 +24,8 @@ from pytorch_grad_cam import (
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
+from viz.outputs import output_vector
+
 CAM_METHODS = {
     "Grad-CAM": GradCAM,
     "HiResCAM": HiResCAM,
@@ -38,7 +40,7 @@ CAM_METHODS = {
 
 def image_tower(model):
     """The adapter that holds the image structure: the model itself, or a CLIP model's image tower."""
-    return model.visual if model.family == "clip" else model
+    return model.image_tower
 
 
 class ScoreModel(nn.Module):
@@ -49,7 +51,7 @@ class ScoreModel(nn.Module):
         self.adapter = model
         self.tower = image_tower(model)
         self.net = model.module  # registered so the CAM library finds the parameters and their device
-        if model.family == "clip" and text_features is None:
+        if model.has_text and text_features is None:
             raise ValueError("A CLIP model needs text prompts to score an image against.")
         self.text_features = text_features
 
@@ -58,6 +60,7 @@ class ScoreModel(nn.Module):
             output = self.tower.forward(pixels)
             if self.text_features is not None:
                 return self.adapter.logits(output, self.text_features)
+            output = output_vector(self.tower, output)
             if output.dim() != 2:
                 raise ValueError(f"{self.adapter.model_id} gives {tuple(output.shape)} outputs, not class scores.")
             return output.float()
@@ -74,7 +77,7 @@ def prompt_features(model, prompts: list[str]) -> torch.Tensor:
 
 def class_labels(model, prompts: list[str] | None = None) -> list[str]:
     """The names of a ScoreModel's classes: the prompts for CLIP, the names the weights carry, else 'class i'."""
-    if model.family == "clip":
+    if model.has_text:
         return [p.strip() for p in prompts or [] if p and p.strip()]
     tower = image_tower(model)
     return list(tower.class_names)
@@ -89,35 +92,60 @@ class Prediction:
     indices: list[int]
 
 
-def top_k(scores: torch.Tensor, labels: list[str], k: int = 5) -> Prediction:
-    """The ``k`` most probable classes from one image's scores (classes,)."""
-    probs = scores.detach().float().softmax(dim=-1).cpu()
+def top_k(scores: torch.Tensor, labels: list[str], k: int = 5, probability: str = "softmax") -> Prediction:
+    """The ``k`` most probable classes from one image's scores (classes,): a softmax over them, or (``"sigmoid"``,
+    SigLIP's prompts) each score's own sigmoid."""
+    scores = scores.detach().float().cpu()
+    probs = scores.sigmoid() if probability == "sigmoid" else scores.softmax(dim=-1)
     k = max(1, min(int(k), probs.numel()))
     values, indices = probs.topk(k)
-    names = [labels[i] if i < len(labels) else f"class {i}" for i in indices.tolist()]
+    names = [labels[i] if i < len(labels) else f"output {i}" for i in indices.tolist()]
     return Prediction(names, values.tolist(), indices.tolist())
+
+
+def output_index(labels: list[str], target: str | int | None, scores: torch.Tensor) -> int:
+    """The output a CAM or relevancy map explains: a label, an index ("7", "output 7"), or (None, "") the output
+    with the highest score, so that models without class names get a useful default."""
+    count = scores.shape[-1]
+    text = "" if target is None else str(target).strip()
+    if not text:
+        return int(scores.reshape(-1, count)[0].argmax())
+    if text in labels:
+        return labels.index(text)
+    number = text.split()[-1] if text.split()[0] in ("output", "class") else text
+    if not number.isdigit():
+        hint = f"e.g. {', '.join(labels[:5])}" if labels else "this model has no class names: give an output index"
+        raise ValueError(f"Unknown class {text!r}; {hint} (0 to {count - 1}).")
+    if not 0 <= int(number) < count:
+        raise ValueError(f"Output {number} does not exist: this model has outputs 0 to {count - 1}.")
+    return int(number)
+
+
+def image_scores(model, pixels: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
+    """The first image's scores (classes,): a classifier's logits, or a text model's logits over the prompts."""
+    text = prompt_features(model, prompts or []) if model.has_text else None
+    with torch.no_grad():
+        return ScoreModel(model, text)(pixels[:1])[0].detach().float().cpu()
 
 
 def predict(model, pixels: torch.Tensor, prompts: list[str] | None = None, k: int = 5) -> Prediction:
     """Top-k prediction of the first image: classifier softmax, or CLIP softmax over the prompts."""
-    text = prompt_features(model, prompts or []) if model.family == "clip" else None
-    with torch.no_grad():
-        scores = ScoreModel(model, text)(pixels[:1])[0]
-    return top_k(scores, class_labels(model, prompts), k)
+    return top_k(image_scores(model, pixels, prompts), class_labels(model, prompts), k, model.probability)
 
 
 def default_cam_layer(model) -> str:
     """The usual target: the last CNN stage (layer4 of a CLIP ResNet, before its attention pool), or the first norm
     of a ViT's last block."""
     tower = image_tower(model)
-    if tower.family == "cnn":
-        return f"stages.{tower.num_stages - 1}"
+    if tower.has_feature_maps:
+        from viz.cnn import stage_names
+        return [n for n in stage_names(tower) if n != "stem"][-1]
     return f"blocks.{tower.num_layers - 1}.ln1"
 
 
 def cam_layer_choices(model) -> list[str]:
     tower = image_tower(model)
-    if tower.family == "cnn":
+    if tower.has_feature_maps:
         from viz.cnn import layer_choices
         return layer_choices(tower)
     return [f"blocks.{i}.ln1" for i in range(tower.num_layers)]
@@ -137,6 +165,13 @@ def _as_float32(reshape):
     def transform(tensor: torch.Tensor) -> torch.Tensor:
         return (reshape(tensor) if reshape is not None else tensor).float()
     return transform
+
+
+def _map_reshape(tower, layer: str):
+    """A named stage's own conversion of its module's output to (batch, channels, h, w) (channels-last Swin stages
+    are permuted, flat-token stages put on their grid); None for layers already channels-first."""
+    point = tower.points.get(layer)
+    return point.transform if point is not None else None
 
 
 def _vit_reshape(tower, pixels: torch.Tensor):
@@ -163,12 +198,12 @@ def class_activation_map(model, pixels: torch.Tensor, target: int, method: str =
         raise ValueError(f"Unknown CAM method {method!r}; known: {', '.join(CAM_METHODS)}.")
     tower = image_tower(model)
     layer = layer or default_cam_layer(model)
-    text = prompt_features(model, prompts or []) if model.family == "clip" else None
+    text = prompt_features(model, prompts or []) if model.has_text else None
     scores_model = ScoreModel(model, text)
     classes = len(class_labels(model, prompts)) or None
     if classes is not None and not 0 <= target < classes:
         raise ValueError(f"Class {target} does not exist: this model has classes 0 to {classes - 1}.")
-    reshape = _as_float32(_vit_reshape(tower, pixels) if tower.family == "vit" else None)
+    reshape = _as_float32(_map_reshape(tower, layer) if tower.has_feature_maps else _vit_reshape(tower, pixels))
     # the library hooks the shared model itself: hold the model's lock so no other request runs through its hooks
     with tower.lock:
         try:

@@ -19,21 +19,22 @@ SCALES = ("per unit", "per layer", "global")
 
 def cnn_tower(model) -> CNNAdapter:
     """The CNN inside ``model``: itself, or a CLIP model's ResNet image tower; ValueError for anything else."""
-    tower = model.visual if model.family == "clip" else model
-    if tower.family != "cnn":
-        raise ValueError(f"{model.model_id} has a {tower.family} image tower, not a CNN: feature maps, filters and "
+    tower = model.image_tower
+    if not tower.has_feature_maps:
+        raise ValueError(f"{model.model_id} has no feature maps in its image tower: feature maps, filters and "
                          "receptive fields need a CNN (CAMs, prediction and the probes work on ViTs too).")
     return tower
 
 
 def stage_names(tower: CNNAdapter) -> list[str]:
     """The stem (where the model has one) and every stage, in forward order."""
-    return [name for name in tower.points if name == "stem" or name.startswith("stages.")]
+    return [name for name in tower.points if name == "stem" or (name.startswith("stages.") and name.count(".") == 1)]
 
 
 def layer_choices(tower: CNNAdapter) -> list[str]:
     """Every layer a view can show: the stages first, then each convolution as ``module.<path>``."""
-    return stage_names(tower) + [f"module.{path}" for path in tower.conv_layers()]
+    convs = tower.conv_layers() if callable(getattr(tower, "conv_layers", None)) else []
+    return stage_names(tower) + [f"module.{path}" for path in convs]
 
 
 def layer_module(tower: CNNAdapter, name: str) -> nn.Module:
@@ -150,7 +151,8 @@ def receptive_field(tower: CNNAdapter, name: str, input_size: tuple[int, int] | 
         paths = [module_path(tower, n) for n in names]
         with tower.lock, torch.no_grad():
             traced = trace_receptive_fields(tower.module, size, list(dict.fromkeys(paths)),
-                                            forward=tower.forward, ignore_gates=ignore_gates)
+                                            forward=tower.forward, ignore_gates=ignore_gates,
+                                            mixers=tower.token_mixers())
         per_model[key] = {n: traced[p] for n, p in zip(names, paths, strict=True)}
     if name not in per_model[key]:
         raise ValueError(f"No layer {name!r} in {tower.model_id}.")

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from models.receptive_field import ReceptiveField
-from viz.cam import Prediction, class_activation_map, class_labels, image_tower, predict, top_k
+from viz.cam import Prediction, class_activation_map, class_labels, image_scores, top_k
 from viz.cnn import (
     capture_maps,
     capture_maps_and_output,
@@ -32,8 +32,8 @@ class CNNSession:
 
     def __init__(self, model, image: Image.Image | torch.Tensor, max_cached_layers: int = 4):
         self.model = model
-        self.tower = image_tower(model)
-        self.is_cnn = self.tower.family == "cnn"
+        self.tower = model.image_tower
+        self.is_cnn = model.has_feature_maps
         self.source = None if torch.is_tensor(image) else image
         self.pixels = image if torch.is_tensor(image) else self.tower.pixels([image])
         self.image = self.tower.preprocess.unnormalize(self.pixels[0])   # (H, W, 3) uint8: what the model saw
@@ -41,9 +41,10 @@ class CNNSession:
         self._max_cached = max_cached_layers
         self.maps: dict[str, torch.Tensor] = {}
         self._scores = None   # a classifier's logits from the same forward, so prediction needs no second one
+        self._prompt_scores: dict[tuple[str, ...], torch.Tensor] = {}
         if self.is_cnn:
             self.maps, output = capture_maps_and_output(self.tower, self.pixels, stage_names(self.tower))
-            if model.family != "clip" and output.dim() == 2:
+            if not model.has_text and output.dim() == 2:
                 self._scores = output[0].detach().float().cpu()
         self.global_range = (min(value_range(m)[0] for m in self.maps.values()),
                              max(value_range(m)[1] for m in self.maps.values())) if self.maps else None
@@ -107,11 +108,19 @@ class CNNSession:
         return effective_receptive_field(self.tower, self.pixels, layer, *unit)
 
     # -- prediction and CAM --------------------------------------------------------------------------------------
+    def scores(self, prompts: list[str] | None = None) -> torch.Tensor:
+        """The image's output scores (classes,): from the stored forward for a CNN classifier, else one forward per
+        set of prompts (kept)."""
+        if self._scores is not None:
+            return self._scores
+        key = tuple(prompts or ())
+        if key not in self._prompt_scores:
+            self._prompt_scores[key] = image_scores(self.model, self.pixels, prompts)
+        return self._prompt_scores[key]
+
     def prediction(self, prompts: list[str] | None = None, k: int = 5) -> Prediction:
         """Top-k classes: from the stored forward for a CNN classifier, else one forward (ViTs, CLIP prompts)."""
-        if self._scores is not None:
-            return top_k(self._scores, class_labels(self.model), k)
-        return predict(self.model, self.pixels, prompts, k)
+        return top_k(self.scores(prompts), class_labels(self.model, prompts), k, self.model.probability)
 
     def cam(self, target: int, method: str, layer: str | None, prompts: list[str] | None = None) -> np.ndarray:
         return class_activation_map(self.model, self.pixels, target, method, layer, prompts)
@@ -119,5 +128,5 @@ class CNNSession:
     def require_cnn(self) -> None:
         """ValueError with a clear message unless the model has a CNN image tower."""
         if not self.is_cnn:
-            raise ValueError(f"{self.model.model_id} is a {self.tower.family}: feature maps, filters and receptive "
+            raise ValueError(f"{self.model.model_id} has no feature maps: feature maps, filters and receptive "
                              "fields need a CNN (CAMs, prediction and the probes work here).")

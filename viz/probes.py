@@ -15,6 +15,8 @@ from PIL import Image
 from models import shapes
 from models.world.bundled_eval import zero_shot_prompt
 from viz.cam import ScoreModel, image_tower, prompt_features
+from viz.cnn import stage_names
+from viz.outputs import output_vector
 
 
 @dataclass
@@ -46,8 +48,8 @@ def shifted_crops(image: Image.Image, size: tuple[int, int], max_shift: int) -> 
 def _feature_grid(model, pixels: torch.Tensor) -> tuple[str, int, torch.Tensor, torch.Tensor]:
     """The last spatial map for a batch, (batch, channels, rows, cols), plus the model's output and the layer name."""
     tower = image_tower(model)
-    if tower.family == "cnn":
-        name = f"stages.{tower.num_stages - 1}"
+    if tower.has_feature_maps:
+        name = [n for n in stage_names(tower) if n != "stem"][-1]
         with tower.capture([name]) as cache:
             output = tower.forward(pixels)
         grid = cache[name].float()
@@ -101,8 +103,8 @@ def shift_probe(model, image: Image.Image, max_shift: int = 16) -> ShiftProbe:
     crops = shifted_crops(image, tower.preprocess.size, int(max_shift))
     pixels = tower.pixels(torch.stack([tower.preprocess.normalize(crop) for crop in crops]))
     name, stride, grids, output = _feature_grid(model, pixels)
-    output = output.float()
-    if model.family == "clip" or not tower.class_names:
+    output = output_vector(tower, output.float())
+    if model.has_text or not tower.class_names:
         normed = torch.nn.functional.normalize(output, dim=-1)
         similarity = (normed @ normed[0]).tolist()
         kind = "cosine to the unshifted output"
@@ -139,7 +141,7 @@ class CueConflictResult:
 def _shape_classes(model) -> tuple[list[str], torch.Tensor | None]:
     """The "{colour} {shape}" classes a model can be scored on, with CLIP text features for them."""
     names = shapes.class_names()
-    if model.family == "clip":
+    if model.has_text:
         return names, prompt_features(model, [zero_shot_prompt(*n.split(" ", 1)) for n in names])
     labels = image_tower(model).class_names
     missing = [n for n in names if n not in labels]

@@ -42,13 +42,31 @@ class SoftmaxView:
     temperature: float
     entropy: float              # nats
     max_entropy: float          # log(classes): a flat distribution
+    probability: str = "softmax"   # or "sigmoid": one independent probability per label (SigLIP)
 
 
-def softmax_view(labels: Sequence[str], logits: Sequence[float] | np.ndarray, temperature: float = 1.0) -> SoftmaxView:
-    """Probabilities and entropy of ``logits`` at ``temperature``."""
+def sigmoid(logits: Sequence[float] | np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Independent sigmoids of logits / temperature (SigLIP's probabilities), in float64."""
+    if not temperature > 0:
+        raise ValueError(f"Temperature must be > 0, got {temperature}.")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    return np.exp(-np.logaddexp(0.0, -scaled))
+
+
+def softmax_view(labels: Sequence[str], logits: Sequence[float] | np.ndarray, temperature: float = 1.0,
+                 probability: str = "softmax") -> SoftmaxView:
+    """Probabilities and entropy of ``logits`` at ``temperature``: one softmax over the labels, or (``"sigmoid"``,
+    SigLIP) an independent sigmoid per label, whose entropy is the sum of each label's yes/no entropy."""
     logits = np.asarray(logits, dtype=np.float64)
     if len(labels) != len(logits):
         raise ValueError(f"{len(labels)} labels for {len(logits)} logits.")
+    if probability == "sigmoid":
+        p = sigmoid(logits, temperature)
+        spread = float(entropy(np.stack([p, 1 - p]), axis=0).sum())
+        return SoftmaxView(list(labels), logits, p, float(temperature), spread, float(len(logits) * np.log(2)),
+                           probability)
+    if probability != "softmax":
+        raise ValueError(f"Unknown probability {probability!r}: use 'softmax' or 'sigmoid'.")
     probabilities = softmax(logits, temperature)
     return SoftmaxView(list(labels), logits, probabilities, float(temperature), float(entropy(probabilities)),
                        float(np.log(len(logits))))

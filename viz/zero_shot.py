@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.embed import fill_template
-from viz.softmax import softmax
+from viz.softmax import sigmoid, softmax
 
 DEFAULT_TEMPLATE = "a photo of a {}."
 ENSEMBLE_TEMPLATES: tuple[str, ...] = (
@@ -41,10 +41,10 @@ class NotCLIPError(ValueError):
 
 
 def require_clip(model) -> None:
-    """Raise NotCLIPError unless ``model`` is a CLIP adapter."""
-    if getattr(model, "family", None) != "clip":
-        raise NotCLIPError(f"{model.model_id} is a {model.family} model, not CLIP: zero-shot and the joint "
-                           "image-text space need a text tower. Pick a CLIP model such as bundled:mini-clip.")
+    """Raise NotCLIPError unless ``model`` has a text tower (a CLIP-style model)."""
+    if not getattr(model, "has_text", False):
+        raise NotCLIPError(f"{model.model_id} is not CLIP (it has no text tower): zero-shot and the joint "
+                           "image-text space need one. Pick a CLIP model such as bundled:mini-clip.")
 
 
 # ---------------------------------------------------------------------------------------------------- prompts
@@ -178,6 +178,7 @@ class ZeroShotResult:
     probabilities: np.ndarray
     logit_scale: float
     notices: list[str] = field(default_factory=list)
+    probability: str = "softmax"   # how logits became probabilities: "softmax" over labels, or "sigmoid" each
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable labels with their probabilities, best first."""
@@ -202,8 +203,16 @@ def zero_shot(model, image: Image.Image, labels: Sequence[str], templates: Seque
     cosine = (encode_images(model, [image]) @ text.features.T)[0].double().numpy()
     bias = model.logit_bias or 0.0
     logits = model.logit_scale * cosine + bias
-    return ZeroShotResult(labels, templates, cosine, logits, softmax(logits), model.logit_scale,
-                          [text.notice] if text.notice else [])
+    probabilities = model.probabilities(torch.from_numpy(logits)).numpy()
+    return ZeroShotResult(labels, templates, cosine, logits, probabilities, model.logit_scale,
+                          [text.notice] if text.notice else [], model.probability)
+
+
+def probability_notice(probability: str) -> str:
+    """One sentence saying how the shown probabilities come from the logits."""
+    if probability == "sigmoid":
+        return "Sigmoid per label (SigLIP): probabilities need not sum to 1."
+    return "Softmax over the labels: probabilities sum to 1."
 
 
 # ---------------------------------------------------------------------------------------------------- similarity
@@ -220,29 +229,42 @@ class SimilarityMatrix:
     cosine: np.ndarray          # (images, texts)
     logit_scale: float
     logits: np.ndarray
-    image_to_text: np.ndarray   # rows sum to 1
-    text_to_image: np.ndarray   # columns sum to 1
+    image_to_text: np.ndarray   # rows sum to 1 (sigmoid: each pair's own probability)
+    text_to_image: np.ndarray   # columns sum to 1 (sigmoid: the same matrix)
+    logit_bias: float | None = None
+    probability: str = "softmax"
 
     def contrastive_loss(self) -> tuple[float, float] | None:
-        """(image->text, text->image) cross-entropy with the diagonal as the answer; None unless square."""
+        """(image->text, text->image) cross-entropy with the diagonal as the answer; None unless square. For
+        sigmoid models SigLIP's pairwise loss, mean over pairs of -log sigmoid(+-logit), in both places."""
         n, m = self.cosine.shape
         if n != m:
             return None
         diagonal = np.arange(n)
+        if self.probability == "sigmoid":
+            signs = np.where(np.eye(n, dtype=bool), 1.0, -1.0)
+            loss = float(np.logaddexp(0.0, -signs * self.logits).sum(axis=1).mean())
+            return loss, loss
         return (float(-np.log(self.image_to_text[diagonal, diagonal]).mean()),
                 float(-np.log(self.text_to_image[diagonal, diagonal]).mean()))
 
 
 def similarity_matrix(image_features: torch.Tensor | np.ndarray, text_features: torch.Tensor | np.ndarray,
-                      logit_scale: float) -> SimilarityMatrix:
-    """Cosine similarities of every image with every text, and the softmax along each axis of scale * cosine."""
+                      logit_scale: float, logit_bias: float | None = None,
+                      probability: str = "softmax") -> SimilarityMatrix:
+    """Cosine similarities of every image with every text, and the probabilities of scale * cosine (+ bias): the
+    softmax along each axis, or (SigLIP) each pair's own sigmoid."""
     images = F.normalize(torch.as_tensor(np.asarray(image_features), dtype=torch.float64), dim=-1)
     texts = F.normalize(torch.as_tensor(np.asarray(text_features), dtype=torch.float64), dim=-1)
     if images.shape[0] == 0 or texts.shape[0] == 0:
         raise ValueError("The similarity matrix needs at least one image and one text.")
     cosine = (images @ texts.T).numpy()
-    logits = logit_scale * cosine
-    return SimilarityMatrix(cosine, float(logit_scale), logits, softmax(logits, axis=1), softmax(logits, axis=0))
+    logits = logit_scale * cosine + (logit_bias or 0.0)
+    if probability == "sigmoid":
+        pairs = sigmoid(logits)
+        return SimilarityMatrix(cosine, float(logit_scale), logits, pairs, pairs, logit_bias, probability)
+    return SimilarityMatrix(cosine, float(logit_scale), logits, softmax(logits, axis=1), softmax(logits, axis=0),
+                            logit_bias, probability)
 
 
 def image_text_similarity(model, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[SimilarityMatrix,
@@ -254,5 +276,6 @@ def image_text_similarity(model, images: Sequence[Image.Image], texts: Sequence[
         raise ValueError("Add at least one image.")
     if not texts:
         raise ValueError("Type at least one text (one per line).")
-    matrix = similarity_matrix(encode_images(model, images), encode_texts(model, texts), model.logit_scale)
+    matrix = similarity_matrix(encode_images(model, images), encode_texts(model, texts), model.logit_scale,
+                               model.logit_bias, model.probability)
     return matrix, truncation_notice(model, texts)

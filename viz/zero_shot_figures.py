@@ -25,8 +25,10 @@ def top_k_figure(result: ZeroShotResult, k: int = 5) -> go.Figure:
                            text=[f"{p:.1%}" for p in probabilities], textposition="auto", customdata=cosine,
                            hovertemplate="%{y}<br>p = %{x:.4f}<br>cosine %{customdata:.4f}<extra></extra>"))
     templates = result.templates[0] if len(result.templates) == 1 else f"ensemble of {len(result.templates)} templates"
+    how = ("; sigmoid per label (SigLIP): probabilities need not sum to 1" if result.probability == "sigmoid"
+           else "")
     fig.update_layout(title=f"Top {len(top)} of {len(result.labels)} labels ({templates}; "
-                            f"logit scale {result.logit_scale:.1f})",
+                            f"logit scale {result.logit_scale:.1f}{how})",
                       xaxis={"title": "probability", "range": [0, 1]}, height=120 + 40 * len(top),
                       margin={"l": 10, "r": 10, "t": 50, "b": 40})
     return fig
@@ -78,6 +80,8 @@ def softmax_halves_figure(matrix: SimilarityMatrix, texts: Sequence[str],
     names = list(image_names) if image_names is not None else [f"image {i}" for i in range(rows)]
     loss = matrix.contrastive_loss()
     titles = ("image → text: softmax over each row", "text → image: softmax over each column")
+    if matrix.probability == "sigmoid":
+        titles = ("sigmoid per pair (SigLIP): need not sum to 1", "the same pairs, read by text")
     if loss is not None:
         titles = (f"{titles[0]} (loss {loss[0]:.3f})", f"{titles[1]} (loss {loss[1]:.3f})")
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
@@ -93,7 +97,8 @@ def softmax_halves_figure(matrix: SimilarityMatrix, texts: Sequence[str],
                          row=1, col=col)
         fig.update_yaxes(tickmode="array", tickvals=list(range(rows)), ticktext=names, autorange="reversed",
                          row=1, col=col)
-    fig.update_layout(title=f"After the logit scale ({matrix.logit_scale:.1f}) and softmax along each axis",
+    after = ("sigmoid of each pair, with its bias" if matrix.probability == "sigmoid" else "softmax along each axis")
+    fig.update_layout(title=f"After the logit scale ({matrix.logit_scale:.1f}) and {after}",
                       height=max(380, 140 + 40 * rows), margin={"l": 10, "r": 10, "t": 90, "b": 10})
     return fig
 
@@ -112,7 +117,9 @@ def softmax_sliders_figure(view: SoftmaxView, model_probabilities: Sequence[floa
         reference = np.asarray(model_probabilities, dtype=float)[order]
         fig.add_trace(go.Scatter(x=labels, y=reference, mode="markers", name="model (T = 1)",
                                  marker={"symbol": "line-ew-open", "size": 22, "color": "black"}))
-    fig.update_layout(title=f"Softmax at T = {view.temperature:.3g}: entropy {view.entropy:.3f} nats "
+    how = ("Sigmoid per label (SigLIP): probabilities need not sum to 1;" if view.probability == "sigmoid"
+           else "Softmax")
+    fig.update_layout(title=f"{how} at T = {view.temperature:.3g}: entropy {view.entropy:.3f} nats "
                             f"(flat {view.max_entropy:.3f}), sum {view.probabilities.sum():.4f}",
                       yaxis={"title": "probability", "range": [0, 1.1]}, height=380, barmode="overlay",
                       margin={"l": 40, "r": 10, "t": 50, "b": 40}, legend={"orientation": "h", "y": 1.08})

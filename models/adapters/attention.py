@@ -81,8 +81,13 @@ class AttentionSite:
         """Whatever else of the call the recomputation needs (a mask, rotary positions); nothing by default."""
         return {}
 
+    def output_module(self) -> nn.Module:
+        """The module whose output is concat_h(A_h V_h) W_o^T + b (pattern gradients are read there): the module
+        itself, or the inner projection of a pool head whose own output goes on through an MLP."""
+        return self.module
+
     def output_of(self, output) -> torch.Tensor:
-        """The module's output tensor, as it appears in the graph."""
+        """The output tensor of :meth:`output_module`, as it appears in the graph."""
         return output[0] if isinstance(output, tuple) else output
 
     def grad_output_batch_first(self, grad: torch.Tensor) -> torch.Tensor:
@@ -177,6 +182,15 @@ def _fused_in_projection(weight: torch.Tensor, bias: torch.Tensor | None, x: tor
     return list(F.linear(x, weight[:rows], None if bias is None else bias[:rows]).chunk(parts, dim=-1))
 
 
+def _blocking_mask(given: torch.Tensor, q: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """A call's ``attn_mask`` (torch's convention: bool True = blocked, or additive float) as
+    :meth:`AttentionSite.mask` returns masks (bool True = attend, or additive); (batch * heads, q, k) stacks
+    become (batch, heads, q, k)."""
+    if given.dim() == 3:  # one mask per (batch, head), batch-major: open_clip's padding and CoCa class masks
+        given = given.reshape(q.shape[0], num_heads, *given.shape[-2:])
+    return ~given if given.dtype == torch.bool else given
+
+
 class MultiheadAttentionSite(AttentionSite):
     """torch ``nn.MultiheadAttention`` (open_clip <= 3.3, torchvision ViT): called with need_weights=False."""
 
@@ -206,9 +220,7 @@ class MultiheadAttentionSite(AttentionSite):
 
     def mask(self, q, k, context):
         given = context.get("attn_mask")
-        if given is not None and not self.causal:  # the call's own mask (bool: True = blocked; float: additive)
-            return ~given if given.dtype == torch.bool else given
-        return super().mask(q, k, context)
+        return super().mask(q, k, context) if given is None else _blocking_mask(given, q, self.num_heads)
 
     def output_projection(self):
         return self.module.out_proj.weight, None
@@ -225,11 +237,19 @@ class OpenClipAttentionSite(AttentionSite):
     def build(cls, module, causal=False):
         return cls(module, module.num_heads, module.head_dim, module.scale, causal)
 
+    def context_of(self, args, kwargs):
+        mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
+        return {"attn_mask": mask} if mask is not None else {}
+
     def project(self, x, with_v):
         return _fused_in_projection(self.module.in_proj_weight, self.module.in_proj_bias, x, with_v)
 
     def norm_qk(self, q, k, context):
         return self.module.ln_q(q), self.module.ln_k(k)
+
+    def mask(self, q, k, context):
+        given = context.get("attn_mask")
+        return super().mask(q, k, context) if given is None else _blocking_mask(given, q, self.num_heads)
 
     def logits(self, q, k):
         cosine_scale = getattr(self.module, "logit_scale", None)
@@ -308,3 +328,7 @@ class HFAttentionSite(AttentionSite):
         if out is None:
             raise UnknownArchitectureError(f"{type(m).__name__} has no output projection clipscope recognises.")
         return out.weight, None
+
+
+# further kinds, each in its own module, register themselves on import
+from models.adapters import attention_hf, attention_pool, attention_rotary, attention_window  # noqa: E402, F401

@@ -107,6 +107,11 @@ class ModelAdapter:
         """Does the image tower have spatial stages (batch, channels, h, w) the CNN views can read?"""
         return any(name.startswith("stages.") for name in self.image_tower.points)
 
+    def token_mixers(self) -> dict[nn.Module, tuple[int, int, int] | None]:
+        """Modules that move grid cells in ways a receptive-field trace cannot follow op by op (window attention,
+        patch merging) and the window (kernel, stride, padding) bounding what each cell reads; none by default."""
+        return {}
+
     def run_image(self, pixels: torch.Tensor) -> torch.Tensor:
         """The image forward whose output the model is judged by: logits, features, or a CLIP image embedding."""
         return self.image_tower.forward(pixels)

@@ -250,4 +250,4 @@ class Capture:
                     def save(grad: torch.Tensor) -> None:
                         self.cache.attention_output_grads[site_name] = grad
                     out.register_hook(save)
-            self._handles.append(site.module.register_forward_hook(hook))
+            self._handles.append(site.output_module().register_forward_hook(hook))

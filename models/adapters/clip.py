@@ -9,8 +9,10 @@ The image tower is a :class:`ViTAdapter` or :class:`CNNAdapter` (``model.visual`
 are ``logit_scale.exp() * cosine``. Text longer than ``context_length`` tokens is truncated by the model's own
 tokenizer; ``token_count`` / ``truncated`` say when that happens.
 
-open_clip's multilingual models (XLM-RoBERTa text towers from Hugging Face) load with their own tokenizer and context
-length; their text blocks are not mapped to canonical names yet (only ``text.token_embed`` and ``text_embed``).
+Text towers differ, and the layout says how (each backend reads it from the tower itself): ``causal`` (OpenAI-style
+towers; SigLIP, MobileCLIP, CLIPA and Hugging Face encoders such as XLM-R are bidirectional), ``pooled_index`` (the
+argmax id for OpenAI's tokenizer, the tokenizer's end-of-text id for mT5-style ones, the last position for SigLIP,
+the appended class token for CoCa) and ``readout`` ("mean" for mean-pooled encoders).
 """
 from __future__ import annotations
 
@@ -35,7 +37,11 @@ class TextLayout(BlockStack):
     context_length: int
     vocab_size: int
     causal: bool = True        # OpenAI-style towers are causal; SigLIP, CLIPA and XLM-R towers are not
+    # the position (in the blocks' sequence) whose last-block token becomes the text embedding, per text
     pooled_index: Callable[[torch.Tensor], torch.Tensor] = lambda ids: ids.argmax(dim=-1)  # the EOT token
+    readout: str = "token"     # "token": the embedding reads the pooled_index token; "mean": the non-padding mean
+    # the tower's own final norm + projection applied to every last-block token (batch, n, width) -> (batch, n, dim)
+    project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None
     token_text: Callable[[int], str] = str
 
 
@@ -113,7 +119,10 @@ class CLIPAdapter(ModelAdapter):
         """The tokens of one tokenised text, as text, up to and including the pooled (end-of-text) token."""
         ids = ids.reshape(-1)
         end = int(self.text.pooled_index(ids[None])[0])
-        return [self.text.token_text(int(i)) for i in ids[:end + 1]]
+        strings = [self.text.token_text(int(i)) for i in ids[:end + 1]]
+        if end >= len(ids):  # the tower pools a class token it appends after the text (CoCa)
+            strings.append("<cls>")
+        return strings
 
     def encode_text(self, texts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
         """Text embeddings (batch, dim), not normalised. Takes strings or token ids."""

@@ -12,6 +12,9 @@ Canonical names (N = block index):
   blocks.N.mlp_out       the MLP's output before the residual add
   blocks.N.resid_post    block output
   final_norm             the final norm's output
+  pool.attn.q|k|v|scores|pattern   readout "attention_pool": the probe's attention, (batch, heads, probes, tokens)
+                         over ALL tokens of the last block's output (prefix first, then patches)
+  pool                   the attention-pool head's output
   logits | image_embed   classifier logits, or (CLIP) the projected image embedding
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from models.adapters.attention_pool import pool_site
 from models.adapters.base import ModelAdapter
 from models.adapters.capture import HookPoint
 from models.adapters.stack import BlockStack, stack_points
@@ -56,6 +60,9 @@ class ViTLayout(BlockStack):
     class_names: list[str] = field(default_factory=list)
     project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # CLIP: final norm + projection
     readout: str = "cls"                   # what the output reads: "cls", "mean" (of the patches), "attention_pool"
+    pool: nn.Module | None = None          # readout "attention_pool": the pool head, called on the last block's tokens
+    pool_skips_prefix: bool = False        # is the pool head given the patches only (prefix tokens dropped)?
+    patch_filters: Callable[[], torch.Tensor] | None = None  # (dim, C, p, p) where the projection is no conv
 
 
 class ViTAdapter(ModelAdapter):
@@ -77,6 +84,12 @@ class ViTAdapter(ModelAdapter):
         self.sites.update(sites)
         if layout.final_norm is not None:
             self.points["final_norm"] = HookPoint(layout.final_norm)
+        if layout.readout == "attention_pool":
+            if layout.pool is None:
+                raise UnknownArchitectureError("An attention-pool readout needs its pool head (ViTLayout.pool).")
+            skipped = len(layout.prefix_tokens) if layout.pool_skips_prefix else 0
+            self.sites["pool.attn"] = pool_site(layout.pool, skipped_prefix=skipped)
+            self.points["pool"] = HookPoint(layout.pool)
         self.points[layout.output_name] = HookPoint(layout.output)
 
     # -- structure ------------------------------------------------------------------------------------------------
@@ -105,6 +118,17 @@ class ViTAdapter(ModelAdapter):
     @property
     def num_prefix_tokens(self) -> int:
         return len(self.layout.prefix_tokens)
+
+    @property
+    def pos_embed_prefix_rows(self) -> int:
+        """How many prefix tokens the stored position table (``pos_embed``) covers: its first rows."""
+        return self.layout.pos_embed_prefix_rows
+
+    def patch_embed_weight(self) -> torch.Tensor:
+        """The patch convolution's weight (dim, channels, p, p), for the patch-embedding filter views."""
+        if self.layout.patch_filters is not None:  # a Linear over flattened patches (SigLIP 2), as conv filters
+            return self.layout.patch_filters().detach()
+        return conv_in(self.layout.patch_embed).weight.detach()
 
     def grid(self, size: tuple[int, int] | torch.Tensor | None = None) -> tuple[int, int]:
         """Patch grid (rows, cols) for an input size or pixel tensor, from the model's own patch size."""

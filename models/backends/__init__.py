@@ -30,6 +30,20 @@ class KnownModel:
         if not self.image_tower:
             object.__setattr__(self, "image_tower", self.family)
 
+    # -- capabilities, as a loaded adapter answers them (ui pickers ask these before loading) ---------------------
+    @property
+    def has_text(self) -> bool:
+        return self.family == "clip"
+
+    @property
+    def has_token_grid(self) -> bool:
+        """Does the image tower attend over one token grid, block by block (a ViT)?"""
+        return self.image_tower == "vit"
+
+    @property
+    def has_feature_maps(self) -> bool:
+        return self.image_tower in ("cnn", "hierarchical")
+
 
 @dataclass
 class Backend:
