@@ -20,9 +20,8 @@ def _list() -> int:
 
 
 def _coverage(args) -> int:
-    from viz.views import check_views  # the command line wires the app's views in; models/ itself never imports viz
-
     from models import coverage
+    from viz.views import check_views  # the command line wires the app's views in; models/ itself never imports viz
 
     rows = coverage.select(coverage.MATRIX, args.only)
     if not rows:
@@ -36,7 +35,7 @@ def _coverage(args) -> int:
             print(result.traceback, file=sys.stderr)
 
     results = coverage.run_matrix(rows, tiny=not args.full, views=check_views, device=args.device,
-                                  progress=progress)
+                                  progress=progress, isolate=args.full)  # real sizes: one process per row
     print(coverage.format_table(results, markdown=args.markdown))
     return 0 if all(r.passed for r in results) else 1
 

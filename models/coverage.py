@@ -217,17 +217,34 @@ def select(rows: Sequence[Row], only: Sequence[str] = ()) -> list[Row]:
 
 def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable | None = None,
                device: str = "cpu", root: Path | None = None,
-               progress: Callable[[RowResult], None] | None = None) -> list[RowResult]:
+               progress: Callable[[RowResult], None] | None = None, isolate: bool = False) -> list[RowResult]:
     """Every row, each in its own folder under ``root`` (a temporary one by default).
 
-    What survives a collection before each row (libraries and what rows imported, their caches: ~500k objects) is
-    frozen out of the garbage collector until the matrix ends, so each row's ``gc.collect()`` scans only what that
-    row made (0.27 s -> 2 ms a row).
+    ``isolate=True`` runs each row in a fresh child process (``views`` must then be a module-level function), so
+    the memory a billion-parameter row held is returned before the next one is built (``--full``).
+    Otherwise, what survives a collection before each row (libraries and what rows imported, their caches: ~500k
+    objects) is frozen out of the garbage collector until the matrix ends, so each row's ``gc.collect()`` scans
+    only what that row made (0.27 s -> 2 ms a row).
     """
     results = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="clipscope-coverage-") as tmp:
-            base = Path(root) if root is not None else Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="clipscope-coverage-") as tmp:
+        base = Path(root) if root is not None else Path(tmp)
+        if isolate:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            context = multiprocessing.get_context("spawn")
+            for row in rows:
+                with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                    try:
+                        result = pool.submit(run_row, row, base, tiny, views, device).result()
+                    except Exception as exc:  # noqa: BLE001 - a child killed (out of memory) is a failed row
+                        result = RowResult(row, failure=f"process: {_one_line(exc)}")
+                results.append(result)
+                if progress is not None:
+                    progress(result)
+            return results
+        try:
             for row in rows:
                 gc.collect()
                 gc.freeze()
@@ -235,8 +252,8 @@ def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable 
                 results.append(result)
                 if progress is not None:
                     progress(result)
-    finally:
-        gc.unfreeze()
+        finally:
+            gc.unfreeze()
     return results
 
 

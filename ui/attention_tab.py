@@ -1,6 +1,9 @@
 """Attention tab: one hooked forward per image, then every view is read from the stored subject.
 
-The handlers bind widgets to the registered views (viz.views): they call a view and place its named figures.
+Models with one token grid (ViT, CLIP-ViT) get the query / heads / step-by-step / rollout / relevancy views; models
+with a grid per stage (Swin, MaxViT, MobileCLIP / FastViT hybrids) get the "Window attention per stage" section
+(viz.hierarchical). The handlers bind widgets to the registered views (viz.views): they call a view and place its
+named figures.
 """
 from __future__ import annotations
 
@@ -8,15 +11,20 @@ import gradio as gr
 
 from ui.errors import user_errors
 from ui.export import export_button
-from ui.inputs import load_vit
+from ui.inputs import load_attention_model, load_vit, needs_token_grid
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
 from viz.attention import FUSIONS
-from viz.views import Subject, run_view
+from viz.hierarchical import has_stage_attention
+from viz.views import Subject, has_token_grid, run_view
 
 HEAD_CHOICES = list(FUSIONS)
 KEY = "attention"
 NOT_YET = "Press Analyse first (then click the image to pick a patch)."
+WINDOW_KEY = "attention.windows"
+WINDOW_NOT_YET = ("Press Analyse with a model that has attention per stage (Swin, MaxViT, MobileCLIP) first; then "
+                  "click the image to pick the query cell.")
+VIT_VIEWS = "The query, heads, step-by-step, rollout, relevancy, per-patch zero-shot and mean-distance views"
 
 
 def _views(state: dict, layer: int, head: str, temperature: float):
@@ -28,13 +36,29 @@ def _views(state: dict, layer: int, head: str, temperature: float):
     return chosen["overlay"], heads["heads"], steps["steps"], chosen["query_info"]
 
 
+def _vit_state(request: gr.Request) -> dict:
+    """The stored state of the token-grid views, refused with a clear message for a model without one grid."""
+    state = STORE.get(request, KEY, NOT_YET)
+    if not has_token_grid(state["subject"].model):
+        raise gr.Error(needs_token_grid(state["model_id"], state["subject"].model, VIT_VIEWS),
+                       print_exception=False)
+    return state
+
+
 @user_errors
 def analyse(model_id: str, image, layer: float, head: str, temperature: float, request: gr.Request):
-    """Run the one hooked forward for this image and draw every view."""
-    subject = Subject(load_vit(model_id, image), image)
-    session = subject.attention()
-    state = {"subject": subject, "query": 0}
+    """Run the one hooked forward for this image and draw every view (a model with a grid per stage: say that these
+    views need one token grid; its window attention is drawn by :func:`analyse_windows`)."""
+    model = load_attention_model(model_id, image)
+    subject = Subject(model, image)
+    state = {"subject": subject, "query": 0, "model_id": model_id}
     STORE.put(request, KEY, state)
+    if not has_token_grid(model):
+        return (gr.update(), gr.update(), None, None, None, None,
+                f"**{model_id} attends on a grid per stage** (window or per-stage attention), not on a single token "
+                f"grid. {VIT_VIEWS} need a single token grid (a ViT, or a CLIP with a ViT image tower): its "
+                "attention is in the \"Window attention per stage\" section below.")
+    session = subject.attention()
     heads = [f"head {i}" for i in range(session.vit.num_heads)] + HEAD_CHOICES
     head = head if head in heads else "mean"
     last = session.vit.num_layers - 1
@@ -45,14 +69,14 @@ def analyse(model_id: str, image, layer: float, head: str, temperature: float, r
 @user_errors
 def update_views(layer: float, head: str, temperature: float, request: gr.Request):
     """Layer, head or temperature changed: redraw from the stored session (no forward)."""
-    return _views(STORE.get(request, KEY, NOT_YET), layer, head, temperature)
+    return _views(_vit_state(request), layer, head, temperature)
 
 
 @user_errors
 def pick_query(layer: float, head: str, temperature: float, event: gr.SelectData, request: gr.Request):
     """A click on the shared image picks the patch under the pointer as the query (nothing before Analyse)."""
     state = STORE.peek(request, KEY)
-    if state is None:
+    if state is None or not has_token_grid(state["subject"].model):
         return [gr.skip()] * 4
     x, y = event.index
     state["query"] = state["subject"].attention().token_at_source_pixel(x, y)
@@ -61,13 +85,13 @@ def pick_query(layer: float, head: str, temperature: float, event: gr.SelectData
 
 @user_errors
 def reset_query(layer: float, head: str, temperature: float, request: gr.Request):
-    state = STORE.get(request, KEY, NOT_YET)
+    state = _vit_state(request)
     state["query"] = 0
     return _views(state, layer, head, temperature)
 
 
 def _subject(request: gr.Request) -> Subject:
-    return STORE.get(request, KEY, NOT_YET)["subject"]
+    return _vit_state(request)["subject"]
 
 
 @user_errors
@@ -101,7 +125,103 @@ def zero_shot_view(prompts_text: str, request: gr.Request):
 @user_errors
 def mean_distance_view(model_id: str):
     """Mean attention distance per head and layer over 16 procedural images."""
-    return run_view("attention.mean_distance", Subject(load_vit(model_id)), images=16)["mean_distance"]
+    model = load_vit(model_id, what="Mean attention distance per head and layer")
+    return run_view("attention.mean_distance", Subject(model), images=16)["mean_distance"]
+
+
+# -- window attention per stage (hierarchical towers) --------------------------------------------------------------
+def _stage(value) -> int:
+    """The stage dropdown's value (an index, or a typed "stage N")."""
+    text = str(value if value is not None else "").strip().removeprefix("stage").strip()
+    if not text.lstrip("-").isdigit():
+        raise gr.Error(f"Pick a stage from the list (not {value!r}).", print_exception=False)
+    return int(text)
+
+
+def _window_state(request: gr.Request) -> dict:
+    state = STORE.get(request, WINDOW_KEY, WINDOW_NOT_YET)
+    if state.get("subject") is None:
+        raise gr.Error(state["why"], print_exception=False)
+    return state
+
+
+def _window_draw(state: dict, stage, block: float, head: str, row: float | None = None, col: float | None = None,
+                 fit: bool = False):
+    """Block, head, row and col updates, the overlay, the heads figure and the caption for the stored subject.
+
+    Without ``row`` / ``col`` the query is the stored point (the cell under it at this stage's resolution; none:
+    the grid's centre). ``fit``: a block or head the stage lacks falls back to its last block / the mean."""
+    subject, stage = state["subject"], _stage(stage)
+    params = {"stage": stage, "block": int(block), "head": head}
+    if fit:
+        stages = run_view("hierarchical.stages", subject)
+        if stage in stages["stage_blocks"]:
+            params["block"] = min(max(int(block), 0), stages["stage_blocks"][stage] - 1)
+            heads = [f"head {i}" for i in range(stages["stage_heads"][stage])]
+            params["head"] = head if head in HEAD_CHOICES + heads else "mean"
+    if row is None or state.get("cell") == (stage, int(row), int(col)):
+        params["pixel"] = state["point"]   # the same cell as drawn last: keep the exact point (e.g. a click)
+    else:
+        params.update(row=int(row), col=int(col))
+    chosen = run_view("hierarchical.window_query", subject, **params)
+    query = chosen["query"]
+    if "pixel" not in params:
+        state["point"] = query["pixel"]
+    state["cell"] = (query["stage"], query["row"], query["col"])
+    heads = run_view("hierarchical.window_heads", subject, stage=query["stage"], block=query["block"],
+                     row=query["row"], col=query["col"])["heads"]
+    height, width = query["grid"]
+    head_choices = HEAD_CHOICES + [f"head {i}" for i in range(query["heads"])]
+    return (gr.update(maximum=max(query["blocks"] - 1, 1), value=query["block"]),
+            gr.update(choices=head_choices, value=params["head"]),
+            gr.update(maximum=max(height - 1, 1), value=query["row"]),
+            gr.update(maximum=max(width - 1, 1), value=query["col"]),
+            chosen["overlay"], heads, chosen["query_info"])
+
+
+@user_errors
+def analyse_windows(model_id: str, image, stage, block: float, head: str, request: gr.Request):
+    """One hooked forward of a model with attention per stage: the stages table, the stage choices, and the window
+    attention of the query cell (the grid's centre) at the chosen stage and block."""
+    model = load_attention_model(model_id, image)
+    if not has_stage_attention(model):
+        why = (f"{model_id} attends over one token grid (a ViT): its attention is in the views above. This section "
+               "is for models with attention per stage (Swin, MaxViT, MobileCLIP / FastViT hybrids).")
+        STORE.put(request, WINDOW_KEY, {"subject": None, "why": why})
+        return (gr.update(choices=[], value=None), *[gr.update()] * 4, None, None, why, None)
+    subject = Subject(model, image)
+    stages = run_view("hierarchical.stages", subject)
+    choices = stages["stage_choices"]
+    chosen = _stage(stage) if stage not in (None, "") else choices[0]
+    chosen = chosen if chosen in choices else choices[0]
+    state = {"subject": subject, "point": None, "cell": None}
+    STORE.put(request, WINDOW_KEY, state)
+    return (gr.update(choices=[(f"stage {s}", s) for s in choices], value=chosen),
+            *_window_draw(state, chosen, block, head, fit=True), stages["stages"])
+
+
+@user_errors
+def change_window_stage(stage, block: float, head: str, request: gr.Request):
+    """Another stage: the same place in the image, at that stage's resolution (block and head kept where it has
+    them)."""
+    return _window_draw(_window_state(request), stage, block, head, fit=True)
+
+
+@user_errors
+def update_window_view(stage, block: float, head: str, row: float, col: float, request: gr.Request):
+    """Block, head or query cell (row, col) changed: redraw from the stored forward."""
+    return _window_draw(_window_state(request), stage, block, head, row, col)
+
+
+@user_errors
+def pick_window_query(stage, block: float, head: str, event: gr.SelectData, request: gr.Request):
+    """A click on the shared image picks the cell under the pointer, at the chosen stage (nothing before Analyse, or
+    for a model without attention per stage)."""
+    state = STORE.peek(request, WINDOW_KEY)
+    if state is None or state.get("subject") is None:
+        return [gr.skip()] * 7
+    state["point"] = state["subject"].stage_attention().input_pixel(*event.index)
+    return _window_draw(state, stage, block, head)
 
 
 def build_attention_tab(shared: SharedInputs) -> None:
@@ -123,6 +243,22 @@ def build_attention_tab(shared: SharedInputs) -> None:
     with gr.Row():
         grid_plot = gr.Plot(label="Patch grid")
         steps = gr.Plot(label="Step by step: scores, softmax")
+    gr.Markdown("### Window attention per stage\nFor models with a grid per stage (Swin, MaxViT, MobileCLIP / "
+                "FastViT hybrids): where one query cell looks inside its own window (shifted windows, MaxViT's "
+                "block and grid partitions, or the whole grid for global attention), at the chosen stage and block. "
+                "Analyse fills it; click the image (or set row / col) to pick the query cell.")
+    with gr.Row():
+        with gr.Column(scale=1):
+            stage = gr.Dropdown([], value=None, label="Stage (with attention)", allow_custom_value=True)
+            block = gr.Slider(0, 1, value=0, step=1, label="Block in the stage")
+            window_head = gr.Dropdown(HEAD_CHOICES, value="mean", label="Head (or fusion)", allow_custom_value=True)
+            row = gr.Slider(0, 1, value=0, step=1, label="Query cell: row")
+            col = gr.Slider(0, 1, value=0, step=1, label="Query cell: column")
+            window_info = gr.Markdown()
+        with gr.Column(scale=2):
+            window_overlay = gr.Plot(label="Window attention of the query cell")
+            window_heads = gr.Plot(label="Every head, in the query's window")
+    stages_plot = gr.Plot(label="Attention stages")
     gr.Markdown("**Rollout** multiplies (attention + identity) through the layers: what the CLS token draws on. "
                 "**Relevancy** (Chefer et al.) weights attention by its gradient for a prompt or class. "
                 "The **per-patch zero-shot** map pushes each final patch token through the model's own final norm "
@@ -145,12 +281,22 @@ def build_attention_tab(shared: SharedInputs) -> None:
             token_plot = gr.Plot(label="Prompt token relevance")
             zero_shot_plot = gr.Plot(label="Per-patch zero-shot")
             distance_plot = gr.Plot(label="Mean attention distance")
-    export_button("Attention", [overlay, heads, grid_plot, steps, rollout_plot, relevancy_plot, token_plot,
-                                zero_shot_plot, distance_plot])
+    export_button("Attention", [overlay, heads, grid_plot, steps, window_overlay, window_heads, stages_plot,
+                                rollout_plot, relevancy_plot, token_plot, zero_shot_plot, distance_plot])
     views = [overlay, heads, steps, query_info]
     controls = [layer, head, temperature]
+    window_views = [block, window_head, row, col, window_overlay, window_heads, window_info]
     analyse_button.click(analyse, [model_id, image, *controls], [layer, head, grid_plot, *views],
-                         api_name="attention_analyse", concurrency_limit=2)
+                         api_name="attention_analyse", concurrency_limit=2
+                         ).success(analyse_windows, [model_id, image, stage, block, window_head],
+                                   [stage, *window_views, stages_plot], api_name="attention_windows",
+                                   concurrency_limit=2)
+    # .input, not .change: these handlers set the same controls (block range, heads, row / col of the query)
+    stage.input(change_window_stage, [stage, block, window_head], window_views, api_name="attention_window_stage")
+    for control in (block, window_head, row, col):
+        control.input(update_window_view, [stage, block, window_head, row, col], window_views,
+                      api_name="attention_window_view" if control is block else False)
+    image.select(pick_window_query, [stage, block, window_head], window_views, api_name=False)
     for control in controls:
         control.change(update_views, controls, views, api_name="attention_view" if control is layer else False)
     image.select(pick_query, controls, views, api_name=False)

@@ -28,7 +28,7 @@ def _figure(name: str, subject: Subject, key: str):
 @user_errors
 def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
     """One hooked forward, then every Patches view."""
-    subject = Subject(load_vit(model_id, image), image)
+    subject = Subject(load_vit(model_id, image, "The Patches views"), image)
     session = subject.attention()
     figures = [_figure("patches.grid", subject, "grid"), _figure("patches.filters", subject, "filters"),
                _figure("patches.positions", subject, "positions"), _figure("patches.residual", subject, "residual"),

@@ -32,12 +32,39 @@ def _value(update):
     return update["value"] if isinstance(update, dict) and update.get("__type__") == "update" else update
 
 
+def _refused(call: Callable[[], object], reason: str) -> Callable[[], None]:
+    """A check that ``call`` is refused with a message containing ``reason`` (a view that does not apply)."""
+    def check():
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 - the refusal is the answer; any other message fails below
+            if reason in str(exc):
+                return
+            raise
+        raise AssertionError(f"answered instead of saying it needs {reason!r}")
+    return check
+
+
 def _plan(client, ids: dict[str, str], image: str) -> list[tuple[str, Callable[[], object]]]:
-    """(view, call) for every tab's main computation, in the order a user would meet them."""
+    """(view, call) for every tab's main computation, in the order a user would meet them (for a transformer
+    model with a grid per stage, e.g. a Swin: that the single-token-grid views say so)."""
     from gradio_client import handle_file
+
+    from ui.shared_inputs import capabilities
 
     picture = handle_file(image)
     state: dict = {}
+    found = capabilities(ids["transformer"])
+    one_grid = found is None or found.has_token_grid
+
+    def rollout():
+        return client.predict("mean", 0.0, api_name="/attention_rollout")
+
+    def patches():
+        return client.predict(ids["transformer"], picture, 1, api_name="/patches_analyse")
+
+    if not one_grid:
+        rollout, patches = _refused(rollout, "single token grid"), _refused(patches, "single token grid")
 
     def cnn_analyse():
         state["cnn"] = [_value(v) for v in client.predict(ids["cnn"], picture, "", api_name="/cnn_analyse")]
@@ -46,9 +73,10 @@ def _plan(client, ids: dict[str, str], image: str) -> list[tuple[str, Callable[[
         ("Model: structure", lambda: client.predict(ids["transformer"], api_name="/describe_model")),
         ("Attention: one hooked forward, every view",
          lambda: client.predict(ids["transformer"], picture, 1, "mean", 1.0, api_name="/attention_analyse")),
-        ("Attention: rollout (no forward)", lambda: client.predict("mean", 0.0, api_name="/attention_rollout")),
-        ("Patches: filters, positions, islands, residual",
-         lambda: client.predict(ids["transformer"], picture, 1, api_name="/patches_analyse")),
+        ("Attention: rollout (no forward)" + ("" if one_grid else ": needs one token grid"), rollout),
+        ("Attention: window attention per stage (or why not)",
+         lambda: client.predict(ids["transformer"], picture, None, 0, "mean", api_name="/attention_windows")),
+        ("Patches: filters, positions, islands, residual" + ("" if one_grid else ": needs one token grid"), patches),
         ("CNN: one hooked forward, prediction, stages", cnn_analyse),
         ("CNN: feature maps", lambda: client.predict(state["cnn"][3], "top-k by mean activation", 16, "",
                                                      "per unit", api_name="/cnn_feature_maps")),

@@ -17,10 +17,12 @@ from models.catalog import catalog_models
 from models.images import ImageInputError, open_image
 from ui.errors import user_errors
 from ui.examples import example_paths
+from viz.hierarchical import has_stage_attention
 from viz.views import has_token_grid
 
 PICKERS = {  # picker -> (label, what a model must have to be offered, tabs that use it)
-    "transformer": ("ViT or CLIP model", "has_token_grid", "Attention, Patches"),
+    "transformer": ("Transformer or CLIP model", "has_grid_attention",
+                    "Attention (ViT, CLIP; Swin, MaxViT, MobileCLIP per stage), Patches (ViT, CLIP-ViT)"),
     "cnn": ("CNN model", "has_feature_maps", "CNN"),
     "clip": ("CLIP model", "has_text", "Zero-shot & Softmax, Embedding space"),
 }
@@ -60,11 +62,23 @@ class SharedInputs:
 
 @dataclass(frozen=True)
 class Capabilities:
-    """What a model offers the pickers: a text tower, one token grid of attention, feature maps."""
+    """What a model offers the pickers: a text tower, one token grid of attention, attention on a grid per stage,
+    feature maps."""
 
     has_text: bool
     has_token_grid: bool
     has_feature_maps: bool
+    has_stage_attention: bool = False
+
+    @property
+    def has_grid_attention(self) -> bool:
+        """Attention the Attention tab can show: over one token grid (ViT) or over a grid per stage (Swin...)."""
+        return self.has_token_grid or self.has_stage_attention
+
+    @classmethod
+    def of_entry(cls, entry) -> Capabilities:
+        """The capabilities a catalog entry (models.backends.KnownModel) declares."""
+        return cls(entry.has_text, entry.has_token_grid, entry.has_feature_maps, entry.has_stage_attention)
 
 
 def capabilities(model_id: str) -> Capabilities | None:
@@ -72,19 +86,19 @@ def capabilities(model_id: str) -> Capabilities | None:
     start-up anyway); None when it cannot be loaded now (it is then offered in every picker)."""
     entry = next((m for m in catalog_models() if m.id == model_id), None)
     if entry is not None:
-        return Capabilities(entry.has_text, entry.has_token_grid, entry.has_feature_maps)
+        return Capabilities.of_entry(entry)
     try:
         model = load_model(model_id)
     except Exception:  # noqa: BLE001 - reported when the user picks it
         return None
-    return Capabilities(model.has_text, has_token_grid(model), model.has_feature_maps)
+    return Capabilities(model.has_text, has_token_grid(model), model.has_feature_maps, has_stage_attention(model))
 
 
 def picker_choices(picker: str, extra: list[str]) -> list[str]:
     """Ids offered by one picker: the user's --model ids that fit, then bundled models, then real checkpoints."""
     wanted = PICKERS[picker][1]
     fitting = [i for i in extra if (found := capabilities(i)) is None or getattr(found, wanted)]
-    known = [m.id for m in catalog_models() if getattr(m, wanted)]
+    known = [m.id for m in catalog_models() if getattr(Capabilities.of_entry(m), wanted)]
     return list(dict.fromkeys(fitting + known))
 
 
@@ -100,7 +114,8 @@ def default_ids(extra_models: list[str]) -> dict[str, str]:
 
 def describe_capabilities(model) -> str:
     """What the loaded model offers, in words."""
-    parts = [name for name, has in (("a text tower", model.has_text), ("attention", model.has_attention),
+    attention = "attention per stage" if has_stage_attention(model) else "attention"
+    parts = [name for name, has in (("a text tower", model.has_text), (attention, model.has_attention),
                                     ("feature maps", model.has_feature_maps)) if has]
     return ", ".join(parts) or "no attention or feature maps"
 

@@ -121,6 +121,12 @@ def pool_pattern_name(tower) -> str | None:
     return None
 
 
+def read_probes(tower, probes: int) -> list[int]:
+    """The attention pool's probes the model's output reads (CoCa: probe 0 of 256), of ``probes`` in all."""
+    chosen = getattr(tower, "pool_probes", None)
+    return list(range(probes)) if chosen is None else list(chosen)
+
+
 def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> torch.Tensor:
     """(P, P) Euclidean distances in input pixels between the centres of the grid's patches (row-major)."""
     rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
@@ -175,7 +181,10 @@ def _readout_relevancy(tower, cache, names: list[str]) -> torch.Tensor:
     """The readout's relevancy over every token, (batch, T), from a gradient capture of ``names`` (+ the pool)."""
     relevancy = gradient_relevancy([cache[n] for n in names], [cache.grad(n) for n in names])
     pool_name = pool_pattern_name(tower)
-    pool = pool_relevancy_step(cache[pool_name], cache.grad(pool_name)) if pool_name else None
+    pool = None
+    if pool_name:
+        probes = read_probes(tower, cache[pool_name].shape[2])
+        pool = pool_relevancy_step(cache[pool_name][:, :, probes], cache.grad(pool_name)[:, :, probes])
     return readout_weights(relevancy, tower.readout, tower.num_prefix_tokens, pool)
 
 
@@ -228,10 +237,11 @@ def clip_prompt_relevancy(model, pixels: torch.Tensor, prompt: str) -> tuple[tor
     prefix = vit.num_prefix_tokens
     image_maps = _readout_relevancy(vit, cache, image_names)[:, prefix:].reshape(-1, *vit.grid(pixels)).detach().cpu()
     strings = model.token_strings(tokens[0])
-    text = relevancy(text_names)[0, :len(strings), :len(strings)]
-    # the text embedding reads the pooled token's row, or for mean-pooled encoders the mean of the tokens' rows
-    scores = text.mean(dim=0) if getattr(model.text, "readout", "token") == "mean" else text[-1]
-    return image_maps, strings, scores.detach().cpu()
+    positions, pooled = model.token_positions(tokens[0])
+    text = relevancy(text_names)[0]
+    # the text embedding reads the pooled token's row, or for mean-pooled encoders the mean of the real tokens' rows
+    rows = text[positions].mean(dim=0) if model.text.readout == "mean" else text[pooled]
+    return image_maps, strings, rows[positions].detach().cpu()
 
 
 def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list[str], torch.Tensor]:

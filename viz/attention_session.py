@@ -17,6 +17,7 @@ from viz.attention import (
     fuse_heads,
     pool_pattern_name,
     pool_rollout_step,
+    read_probes,
     readout_weights,
     relevancy_maps,
 )
@@ -60,7 +61,9 @@ class AttentionSession:
         with model.capture(names + stream + static + pool) as cache:
             self.output = model.run_image(self.pixels)
         # the attention pool's probes over the last block's tokens (heads, probes, T), where the readout is one
-        self.pool_pattern = cache[pool[0]][0].cpu() if pool else None
+        self.pool_pattern = None
+        if pool:  # only the probes the output reads
+            self.pool_pattern = cache[pool[0]][0].cpu()[:, read_probes(self.vit, cache[pool[0]].shape[2])]
         self.pos_table = cache["pos_embed"].cpu() if static else None  # as stored, prefix rows first
         self.stream = {name: cache[name][:1].cpu() for name in stream}   # residual stream, for the Patches views
         self.patterns = [cache[f"blocks.{i}.attn.pattern"][0].cpu() for i in layers]   # (heads, T, T)

@@ -31,6 +31,7 @@ class StageAttentionSession:
         self.model = model
         self.tower = model.image_tower
         self.pixels = image if torch.is_tensor(image) else self.tower.pixels([image])
+        self.source_size = None if torch.is_tensor(image) else image.size   # (width, height) before preprocessing
         self.size = tuple(self.pixels.shape[-2:])
         names = [f"{site}.pattern" for site in self.tower.sites if not site.startswith("text.")]
         with self.tower.capture(names) as cache:
@@ -74,6 +75,26 @@ class StageAttentionSession:
         """The stage-grid cell under input pixel (x, y), e.g. a click on the image the model saw."""
         height, width = self.grid(stage)
         return (min(int(y * height / self.size[0]), height - 1), min(int(x * width / self.size[1]), width - 1))
+
+    def cell_centre(self, stage: int, row: int, col: int) -> tuple[float, float]:
+        """Input pixel (x, y) at the centre of cell (row, col) of the stage grid (checked)."""
+        height, width = self.grid(stage)
+        row, col = self.cell(stage, row, col)
+        return (col + 0.5) * self.size[1] / width, (row + 0.5) * self.size[0] / height
+
+    def input_pixel(self, x: float, y: float) -> tuple[float, float]:
+        """Where pixel (x, y) of the original image (e.g. a click on the upload) lands in the model's input, through
+        resize and centre crop; a point outside the crop is an error."""
+        if self.source_size is None:
+            raise ValueError("This session was built from a tensor: there is no source image to click on.")
+        in_x, in_y = self.tower.preprocess.source_to_input(x, y, *self.source_size)
+        if not (0 <= in_x < self.size[1] and 0 <= in_y < self.size[0]):
+            raise ValueError("That point is outside the centre crop the model sees; click inside the crop.")
+        return float(in_x), float(in_y)
+
+    def cell_at_source_pixel(self, stage: int, x: float, y: float) -> tuple[int, int]:
+        """The stage-grid cell under pixel (x, y) of the original image."""
+        return self.cell_at_pixel(stage, *self.input_pixel(x, y))
 
     def query_maps(self, stage: int, block: int, row: int, col: int) -> torch.Tensor:
         """(heads, h, w): each head's attention row of the query cell on the stage grid, zero outside its window."""
@@ -149,20 +170,35 @@ def stages_table_figure(rows: list[dict]) -> go.Figure:
 
 # -- views -------------------------------------------------------------------------------------------------------------
 def _session(subject: Subject) -> StageAttentionSession:
-    return subject.remember("stage_attention", lambda: StageAttentionSession(subject.model, subject.require_image()))
+    return subject.stage_attention()
+
+
+def _head(head: int | str) -> int | str:
+    """A fusion name, or the head index of ``3`` / ``"3"`` / ``"head 3"``."""
+    if head in FUSIONS:
+        return str(head)
+    text = str(head).strip().removeprefix("head").strip()
+    if not text.isdigit():
+        raise ValueError(f"Head must be one of {', '.join(FUSIONS)} or 'head N', not {head!r}.")
+    return int(text)
 
 
 @view("hierarchical.window_query", "Attention", has_stage_attention,
       checks=({}, {"block": -1, "row": 0, "col": 0, "head": "head 0"}, {"stage": -1, "head": "max"}))
 def window_query_view(subject: Subject, stage: int | None = None, block: int = 0, row: int | None = None,
-                      col: int | None = None, head: int | str = "mean") -> Figures:
+                      col: int | None = None, head: int | str = "mean",
+                      pixel: tuple[float, float] | None = None) -> Figures:
     """Where one cell of a stage's grid looks, inside its window (shift and partition as the block does it);
-    default: the centre cell of the first attention stage, heads averaged."""
+    default: the centre cell of the first attention stage, heads averaged. ``pixel`` (x, y of the model's input)
+    picks the cell under it instead of ``row`` / ``col``; "query" says which cell, grid, blocks and heads it was."""
     session = _session(subject)
     stage = session.stage(stage)
-    block = len(session.tower.stage_sites(stage)) - 1 if int(block) == -1 else int(block)
+    blocks = len(session.tower.stage_sites(stage))
+    block = blocks - 1 if int(block) == -1 else int(block)
+    if pixel is not None:
+        row, col = session.cell_at_pixel(stage, *pixel)
     row, col = session.cell(stage, row, col)
-    chosen = head if head in FUSIONS else int(str(head).split()[-1])
+    chosen = _head(head)
     heat = session.query_map(stage, block, row, col, chosen)
     inside = session.window(stage, block, row, col).numpy()
     height, width = session.grid(stage)
@@ -170,7 +206,10 @@ def window_query_view(subject: Subject, stage: int | None = None, block: int = 0
     title = f"stage {stage}, block {block} ({kind}), head {head}: where cell ({row}, {col}) looks"
     return {"overlay": window_attention_figure(session.image, heat, inside, (row, col), title),
             "query_info": (f"Stage {stage} grid {height}x{width}; query cell ({row}, {col}); its {kind} holds "
-                           f"{int(inside.sum())} cells (outlined). Click the image to pick a cell.")}
+                           f"{int(inside.sum())} cells (outlined). Click the image to pick a cell."),
+            "query": {"stage": stage, "block": block, "row": row, "col": col, "grid": (height, width),
+                      "blocks": blocks, "heads": int(session.query_maps(stage, block, row, col).shape[0]),
+                      "pixel": session.cell_centre(stage, row, col)}}
 
 
 @view("hierarchical.window_heads", "Attention", has_stage_attention)
@@ -189,4 +228,6 @@ def stages_view(subject: Subject) -> Figures:
     """The stages with attention (the stage selector's choices): grid, blocks, heads, window size, partitions."""
     session = _session(subject)
     rows = session.summary()
-    return {"stages": stages_table_figure(rows), "stage_choices": [row["stage"] for row in rows]}
+    return {"stages": stages_table_figure(rows), "stage_choices": [row["stage"] for row in rows],
+            "stage_blocks": {row["stage"]: row["blocks"] for row in rows},
+            "stage_heads": {row["stage"]: row["heads"] for row in rows}}

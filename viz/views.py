@@ -52,6 +52,11 @@ class Subject:
         from viz.attention_session import AttentionSession
         return self.remember("attention", lambda: AttentionSession(self.model, self.require_image()))
 
+    def stage_attention(self):
+        """The stage-attention session of the image (hierarchical towers): every stage's window patterns."""
+        from viz.hierarchical import StageAttentionSession
+        return self.remember("stage_attention", lambda: StageAttentionSession(self.model, self.require_image()))
+
     def cnn(self):
         """The CNN session of the image: the stem and stage maps, prediction scores."""
         from viz.cnn_session import CNNSession

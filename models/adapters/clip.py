@@ -40,6 +40,9 @@ class TextLayout(BlockStack):
     # the position (in the blocks' sequence) whose last-block token becomes the text embedding, per text
     pooled_index: Callable[[torch.Tensor], torch.Tensor] = lambda ids: ids.argmax(dim=-1)  # the EOT token
     readout: str = "token"     # "token": the embedding reads the pooled_index token; "mean": the non-padding mean
+    # the tokenizer's end-of-text id, where the pooled token is not the end of the text (a [CLS] at 0, SigLIP's last
+    # padding position, CoCa's appended class token); None: the text ends at the pooled token (OpenAI, MetaCLIP 2)
+    end_id: int | None = None
     # the tower's own final norm + projection applied to every last-block token (batch, n, width) -> (batch, n, dim)
     project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None
     token_text: Callable[[int], str] = str
@@ -115,13 +118,33 @@ class CLIPAdapter(ModelAdapter):
         counts = [self.token_count(text) for text in texts]
         return [count is not None and count > self.context_length for count in counts]
 
-    def token_strings(self, ids: torch.Tensor) -> list[str]:
-        """The tokens of one tokenised text, as text, up to and including the pooled (end-of-text) token."""
+    def _text_end(self, ids: torch.Tensor, pooled: int) -> int:
+        """Position of the text's end-of-text token (the pooled one unless the tower names another end id)."""
+        if self.text.end_id is None:
+            return min(pooled, len(ids) - 1)
+        hits = (ids == self.text.end_id).nonzero()
+        return int(hits[0]) if len(hits) else len(ids) - 1
+
+    def token_positions(self, ids: torch.Tensor) -> tuple[list[int], int]:
+        """Positions of one tokenised text worth showing, and the pooled position: the text's real tokens up to and
+        including its end-of-text token (no padding), then the pooled position where the tower reads its embedding
+        from beyond them (SigLIP's last padding position, CoCa's class token appended after the text)."""
         ids = ids.reshape(-1)
-        end = int(self.text.pooled_index(ids[None])[0])
-        strings = [self.text.token_text(int(i)) for i in ids[:end + 1]]
-        if end >= len(ids):  # the tower pools a class token it appends after the text (CoCa)
+        pooled = int(self.text.pooled_index(ids[None])[0])
+        end = self._text_end(ids, pooled)
+        positions = list(range(end + 1))
+        return (positions if pooled <= end else positions + [pooled]), pooled
+
+    def token_strings(self, ids: torch.Tensor) -> list[str]:
+        """The shown tokens of one tokenised text (see :meth:`token_positions`), as text; a pooled position past
+        the text is marked "(pooled)", CoCa's appended class token is "<cls>"."""
+        ids = ids.reshape(-1)
+        positions, pooled = self.token_positions(ids)
+        strings = [self.text.token_text(int(ids[p])) for p in positions if p < len(ids)]
+        if pooled >= len(ids):
             strings.append("<cls>")
+        elif pooled > self._text_end(ids, pooled):
+            strings[-1] += " (pooled)"
         return strings
 
     def encode_text(self, texts: str | Sequence[str] | torch.Tensor) -> torch.Tensor:

@@ -62,6 +62,7 @@ class ViTLayout(BlockStack):
     readout: str = "cls"                   # what the output reads: "cls", "mean" (of the patches), "attention_pool"
     pool: nn.Module | None = None          # readout "attention_pool": the pool head, called on the last block's tokens
     pool_skips_prefix: bool = False        # is the pool head given the patches only (prefix tokens dropped)?
+    pool_probes: tuple[int, ...] | None = None  # the probes the output reads (CoCa: probe 0 of 256); None: all
     patch_filters: Callable[[], torch.Tensor] | None = None  # (dim, C, p, p) where the projection is no conv
 
 
@@ -114,6 +115,11 @@ class ViTAdapter(ModelAdapter):
     def readout(self) -> str:
         """What the model's output reads from the last block: "cls", "mean" of the patches, or "attention_pool"."""
         return self.layout.readout
+
+    @property
+    def pool_probes(self) -> tuple[int, ...] | None:
+        """Readout "attention_pool": which of the pool's probes the output reads (None: all, averaged)."""
+        return self.layout.pool_probes
 
     @property
     def num_prefix_tokens(self) -> int:

@@ -41,6 +41,11 @@ class KnownModel:
         return self.image_tower == "vit"
 
     @property
+    def has_stage_attention(self) -> bool:
+        """Does the image tower attend on a grid per stage (windowed or global: Swin, MaxViT, FastViT hybrids)?"""
+        return self.image_tower == "hierarchical"
+
+    @property
     def has_feature_maps(self) -> bool:
         return self.image_tower in ("cnn", "hierarchical")
 

@@ -536,6 +536,10 @@ def _clip_adapter(model: nn.Module, model_type: str, tokenizer, preprocess: Prep
         return model.get_text_features(**text_inputs(ids)).pooler_output
 
     text.token_text = lambda i: tokenizer.convert_ids_to_tokens(i).replace("</w>", "")
+    if model_type in ("chinese_clip", "altclip"):  # [CLS] / <s> pooled at 0: the text runs to [SEP] / </s>
+        text.end_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    elif model_type != "clip":                      # SigLIP pools its last position: the text runs to </s>
+        text.end_id = tokenizer.eos_token_id
     return CLIPAdapter(
         visual=visual, text=text, encode_text_tokens=encode_text_tokens, tokenize=tokenize,
         logit_scale=lambda: model.logit_scale, logit_bias=lambda: getattr(model, "logit_bias", None),

@@ -71,6 +71,9 @@ def vit_layout(visual: nn.Module) -> ViTLayout:
         project_tokens=project,
         readout=readout,
         pool=pool,
+        # after the pooler, open_clip's own _global_pool: "tok" reads probe 0, "avg" the mean of probes 1..
+        pool_probes=None if pool is None else {"tok": (0,), "avg": tuple(range(1, pool.query.shape[0]))}.get(
+            visual.pool_type),
     )
 
 
@@ -111,6 +114,14 @@ def _pooled_index(pool_type: str, eos_id: int | None, appended_cls: bool) -> Cal
         "'argmax', 'eos', 'last' and 'first' (e.g. open_clip:ViT-B-32).")
 
 
+def _tokenizer_end_id(tokenizer) -> int | None:
+    """The end-of-text id of an open_clip tokenizer: SimpleTokenizer's <end_of_text>, or the wrapped transformers
+    tokenizer's separator / end-of-sequence id."""
+    eot = getattr(tokenizer, "eot_token_id", None)
+    inner = getattr(tokenizer, "tokenizer", None)
+    return eot if eot is not None else getattr(inner, "sep_token_id", None) or getattr(inner, "eos_token_id", None)
+
+
 def _project(norm: nn.Module, projection) -> Callable[[torch.Tensor], torch.Tensor]:
     """The tower's final norm then its projection (a Linear, a bare matrix, or none) on any tokens."""
     if isinstance(projection, nn.Module):
@@ -120,7 +131,7 @@ def _project(norm: nn.Module, projection) -> Callable[[torch.Tensor], torch.Tens
     return lambda tokens: norm(tokens) @ projection
 
 
-def text_layout(model: nn.Module) -> TextLayout:
+def text_layout(model: nn.Module, tokenizer=None) -> TextLayout:
     """open_clip CLIP (text tower inline), CustomTextCLIP or CoCa (``model.text`` is a TextTransformer).
 
     Causality, pooling and projection are read from the tower: ``attn_mask`` is None for bidirectional towers
@@ -136,6 +147,7 @@ def text_layout(model: nn.Module) -> TextLayout:
     eos_id = model.text_eos_id if inline else getattr(tower, "eos_id", None)
     blocks = list(tower.transformer.resblocks)
     projection = tower.text_projection
+    appended_cls = getattr(tower, "cls_emb", None) is not None
     return TextLayout(
         token_embed=tower.token_embedding, blocks=blocks,
         ln1=[b.ln_1 for b in blocks], attn=[b.attn for b in blocks], mlp=[b.mlp for b in blocks],
@@ -143,7 +155,9 @@ def text_layout(model: nn.Module) -> TextLayout:
         context_length=int(getattr(tower, "context_length", None) or model.context_length),
         vocab_size=int(getattr(tower, "vocab_size", None) or model.vocab_size),
         causal=tower.attn_mask is not None,
-        pooled_index=_pooled_index(pool_type, eos_id, getattr(tower, "cls_emb", None) is not None),
+        pooled_index=_pooled_index(pool_type, eos_id, appended_cls),
+        # where the pooled token is not the end of the text (SigLIP's last position, CoCa), the tokenizer's end id
+        end_id=None if pool_type in ("argmax", "eos") and not appended_cls else _tokenizer_end_id(tokenizer),
         project_tokens=_project(tower.ln_final, projection),
     )
 
@@ -172,6 +186,7 @@ def hf_text_layout(tower: nn.Module, tokenizer) -> TextLayout:
         final_norm=None, output=tower.proj,
         context_length=int(tokenizer.context_length), vocab_size=int(tower.config.vocab_size),
         readout="mean" if mean else "token",
+        end_id=end_id,
         # a post-norm encoder has no final norm; mean or first-token pooling commutes with a linear projection
         project_tokens=tower.proj if isinstance(tower.proj, (nn.Linear, nn.Identity)) else None,
     )
@@ -337,7 +352,7 @@ def load(model_id: ModelId, device, dtype):
     if isinstance(getattr(model, "text", None), HFTextEncoder):  # multilingual (XLM-RoBERTa) and other HF towers
         text = hf_text_layout(model.text, tokenizer)
     else:
-        text = text_layout(model)
+        text = text_layout(model, tokenizer)
     decoder = getattr(tokenizer, "decoder", None)
     hf_tokenizer = getattr(tokenizer, "tokenizer", None)  # open_clip's HFTokenizer wraps a transformers tokenizer
     if decoder is not None:  # open_clip's SimpleTokenizer: byte-level BPE pieces, "</w>" ends a word

@@ -362,8 +362,8 @@ def embed_set(model, items: Sequence[ImageItem], *, template: str = DEFAULT_CLAS
               workers: int | None = None, on_progress: Progress | None = None) -> EmbeddingSet:
     """Embed images, their captions and one prompt per label (theirs and ``extra_labels``) into an
     :class:`EmbeddingSet`."""
-    if getattr(model, "family", None) != "clip":
-        raise ValueError(f"{model.model_id} is a {model.family} model, not CLIP: the joint space needs a text tower.")
+    if not getattr(model, "has_text", False):
+        raise ValueError(f"{model.model_id} is not CLIP (it has no text tower): the joint space needs one.")
     items = list(items)
     images = embed_images(model, items, batch_size=batch_size, workers=workers, cache=cache, on_progress=on_progress)
     texts, kinds, labels, image_caption, class_text = text_entries(items, template, extra_labels)
@@ -558,8 +558,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         model = load_model(args.model, device=args.device)
-        if model.family != "clip":
-            raise ValueError(f"{args.model} is a {model.family} model, not CLIP.")
+        if not model.has_text:
+            raise ValueError(f"{args.model} is not CLIP (it has no text tower).")
         cache = None if args.no_cache else EmbeddingCache(model, Path(args.cache_dir) / "embeddings"
                                                           if args.cache_dir else None)
         with tqdm(total=None, unit="img", desc="embedding") as bar:
