@@ -131,6 +131,13 @@ def record_site_calls(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None
         def pre_hook(module, args, kwargs, name=name):
             calls.setdefault(name, (args, dict(kwargs)))
         handles.append(site.module.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    run_hooked(adapter, pixels, tokens, handles)
+    return calls
+
+
+def run_hooked(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None, handles: list) -> None:
+    """One image forward (and one text forward where there are tokens) through hooks already registered, which
+    are removed afterwards, also when the forward raises."""
     try:
         with torch.no_grad():
             adapter.run_image(pixels)
@@ -139,7 +146,6 @@ def record_site_calls(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None
     finally:
         for handle in handles:
             handle.remove()
-    return calls
 
 
 def parity(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None, eager: dict[str, torch.Tensor]
@@ -233,7 +239,9 @@ def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable 
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            context = multiprocessing.get_context("spawn")
+            context = multiprocessing.get_context("forkserver")  # children fork from a server that imported once
+            context.set_forkserver_preload(["models.coverage", "models.backends", "models.registry",
+                                            getattr(views, "__module__", "models.coverage")])
             for row in rows:
                 with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                     try:

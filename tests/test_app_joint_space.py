@@ -281,8 +281,13 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
         page.wait_for_function("document.querySelector('.cs-thumb').style.display === 'block'", timeout=30_000)
         assert page.evaluate("document.querySelector('.cs-thumb').src").startswith("data:image/jpeg;base64,")
         assert "shapes 616161#" in page.inner_text(".cs-caption")
+        # where points overlap, the pointer is on the one plotly picks: the click must open the point the hover showed
+        hovered = int(page.evaluate("document.querySelector('.cs-tip').dataset.point"))
+        assert hovered == index or page.evaluate(
+            f"document.querySelector('.cs-map')._fullData.some(t => t.mode === 'markers' && "
+            f"t.customdata && Array.from(t.customdata).map(Number).includes({hovered}))")
         page.mouse.click(x, y)
-        page.wait_for_function(f"document.body.innerText.includes('image {index}: shapes')", timeout=30_000)
+        page.wait_for_function(f"document.body.innerText.includes('image {hovered}: shapes')", timeout=30_000)
         assert "Traceback" not in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "embedding_tab.png"), full_page=True)
         browser.close()

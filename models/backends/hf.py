@@ -750,6 +750,8 @@ def save_random(arch: str, directory: Path, tiny: bool = True) -> str:
 
 def _eager_weights(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Each block's attention weights as the module's own eager code returns them (output_attentions)."""
+    from models.coverage import run_hooked
+
     weights: dict[str, torch.Tensor] = {}
     handles = []
     for name, site in adapter.sites.items():
@@ -760,14 +762,7 @@ def _eager_weights(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None) -
             if isinstance(output, tuple) and len(output) > 1 and torch.is_tensor(output[1]):
                 weights.setdefault(name, output[1].detach())
         handles.append(site.module.register_forward_hook(keep))
-    try:
-        with torch.no_grad():
-            adapter.run_image(pixels)
-            if tokens is not None:
-                adapter.encode_text(tokens)
-    finally:
-        for handle in handles:
-            handle.remove()
+    run_hooked(adapter, pixels, tokens, handles)
     return weights
 
 
