@@ -46,7 +46,9 @@ def files(tmp_path_factory):
     paths["CMYK"] = root / "cmyk.jpg"
     Image.new("1", (30_000, 30_000)).save(root / "bomb.png")  # a small file that decodes to 900 M pixels
     paths["bomb"] = root / "bomb.png"
-    return {"label": example.label, **paths}
+    from models.backends import BACKENDS  # a model with attention per stage, for the window endpoints
+    swin = BACKENDS["torchvision"].save_random("swin_t", root / "swin", True)
+    return {"label": example.label, "swin": swin, **paths}
 
 
 def _value(update):
@@ -63,6 +65,9 @@ def _calls(files) -> dict[str, tuple]:
         "/attention_rollout": ("mean", 0.2),
         "/attention_relevancy": ("a green square",),
         "/attention_zero_shot": ("a green square, a red circle",),
+        "/attention_windows": (files["swin"], image, None, 0, "mean"),
+        "/attention_window_stage": (1, 0, "mean"),
+        "/attention_window_view": (1, 1, "head 0", 2, 2),
         "/mean_attention_distance": ("bundled:mini-vit",),
         "/patches_analyse": ("bundled:mini-vit", image, 1),
         "/patches_layer": (2,),
@@ -100,11 +105,11 @@ def test_every_endpoint_answers_a_normal_request(app_url, files):
     frame = pd.read_parquet(results["/embedding_table"])
     assert set(frame["modality"]) == {"image", "text"} and "e0" in frame.columns
     # every export gathers the figures the tab shows now into one interactive HTML page
-    attention = results["/attention_analyse"]
-    page = client.predict(attention[3], attention[4], attention[2], attention[5], None, None, None, None, None,
-                          api_name="/attention_export")
+    attention, windows = results["/attention_analyse"], results["/attention_windows"]
+    page = client.predict(attention[3], attention[4], attention[2], attention[5], windows[5], windows[6], windows[8],
+                          None, None, None, None, None, api_name="/attention_export")
     text = open(page, encoding="utf-8").read()
-    assert text.count("<h2>") == 4 and "<h2>Attention of the query</h2>" in text
+    assert text.count("<h2>") == 7 and "<h2>Attention of the query</h2>" in text
 
 
 BAD_IMAGES = {"corrupt": "Cannot read the upload as an image", "bomb": "too many pixels"}

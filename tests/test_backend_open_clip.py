@@ -183,11 +183,13 @@ def test_coca_text_pools_its_appended_class_token(models):
     tokens = model.tokenize(TEXTS)
     assert (model.text.pooled_index(tokens) == tokens.shape[1]).all()   # after the text, in the blocks' sequence
     strings = model.token_strings(tokens[0])
-    assert len(strings) == tokens.shape[1] + 1 and strings[-1] == "<cls>"
+    positions, pooled = model.token_positions(tokens[0])
+    assert strings[-1] == "<cls>" and positions[-1] == pooled == tokens.shape[1]   # the text, then its class token
+    assert len(strings) == len(positions) < tokens.shape[1]                        # no padding shown
     last = len(model.text.blocks) - 1
     with model.capture([f"text.blocks.{last}.resid_post"]) as cache:
         model.encode_text(tokens)
-    assert cache[f"text.blocks.{last}.resid_post"].shape[1] == len(strings)
+    assert cache[f"text.blocks.{last}.resid_post"].shape[1] == pooled + 1         # the blocks see the class token
 
 
 def test_coca_project_tokens_is_the_poolers_value_path(models):

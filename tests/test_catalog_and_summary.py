@@ -82,3 +82,17 @@ def test_facts_of_a_vit_b32_clip_architecture():
     assert facts["layers"] == 12 and facts["heads"] == 12
     assert model.preprocess.mean == pytest.approx((0.4815, 0.4578, 0.4082), abs=1e-4)
     assert model.preprocess.std == pytest.approx((0.2686, 0.2613, 0.2758), abs=1e-4)
+
+
+def test_bundled_catalog_entries_declare_what_the_loaded_models_have():
+    """The pickers trust a catalog entry's capabilities before loading: they must be the loaded model's own."""
+    from models.catalog import bundled_models
+    from ui.shared_inputs import Capabilities
+    from viz.hierarchical import has_stage_attention
+    from viz.views import has_token_grid
+
+    for entry in bundled_models():
+        model = load_model(entry.id)
+        loaded = Capabilities(model.has_text, has_token_grid(model), model.has_feature_maps,
+                              has_stage_attention(model))
+        assert Capabilities.of_entry(entry) == loaded, entry.id

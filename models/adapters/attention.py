@@ -86,6 +86,12 @@ class AttentionSite:
         itself, or the inner projection of a pool head whose own output goes on through an MLP."""
         return self.module
 
+    def mixed_heads_module(self) -> nn.Module | None:
+        """A module whose INPUT is concat_h(A_h V_h), the heads' mixed values before any norm or projection (timm's
+        inner ``norm`` of EVA-style attention); where there is one, pattern gradients are read there and need no
+        linear output path: dL/dA_h = (dL/d mixed)_h V_h^T. None: they are read at :meth:`output_module`."""
+        return None
+
     def output_of(self, output) -> torch.Tensor:
         """The output tensor of :meth:`output_module`, as it appears in the graph."""
         return output[0] if isinstance(output, tuple) else output
@@ -164,6 +170,10 @@ class AttentionSite:
     def output_projection(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(W_o, per-head scale or None): the linear map from the concatenated heads to the module's output."""
         raise NotImplementedError
+
+    def pattern_grad_from_mixed(self, v: torch.Tensor, grad_mixed: torch.Tensor) -> torch.Tensor:
+        """dL/dA (batch, heads, query, key) from V and dL/d(concat_h(A_h V_h)) (batch, tokens, heads * head_dim)."""
+        return self.split_heads(grad_mixed.float()) @ v.float().transpose(-1, -2)
 
     def pattern_grad(self, v: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
         """dL/dA (batch, heads, query, key) from V and dL/d(module output) (batch, tokens, dim)."""
@@ -283,6 +293,10 @@ class TimmAttentionSite(AttentionSite):
 
     def projection_modules(self):
         return [self.module.qkv]
+
+    def mixed_heads_module(self):
+        norm = getattr(self.module, "norm", None)
+        return norm if norm is not None and not isinstance(norm, nn.Identity) else None
 
     def output_projection(self):
         m = self.module

@@ -90,6 +90,10 @@ class TimmRotaryAttentionSite(AttentionSite):
         given = context.get("attn_mask")   # SDPA semantics: boolean True = attend, float = additive
         return given if given is not None else super().mask(q, k, context)
 
+    def mixed_heads_module(self):
+        norm = getattr(self.module, "norm", None)
+        return norm if norm is not None and not isinstance(norm, nn.Identity) else None
+
     def output_projection(self):
         m = self.module
         if not isinstance(m.norm, nn.Identity) or getattr(m, "gate", None) is not None:

@@ -60,6 +60,7 @@ class ActivationCache:
     attention_inputs: dict[str, torch.Tensor] = field(default_factory=dict)
     attention_contexts: dict[str, dict] = field(default_factory=dict)
     attention_output_grads: dict[str, torch.Tensor] = field(default_factory=dict)
+    attention_mixed_grads: dict[str, torch.Tensor] = field(default_factory=dict)  # d loss / d concat_h(A_h V_h)
     attention_projections: dict[str, dict[int, torch.Tensor]] = field(default_factory=dict)
     _derived: dict[str, torch.Tensor] = field(default_factory=dict)
 
@@ -118,6 +119,12 @@ class ActivationCache:
         if name in self.grads:
             return self.grads[name]
         site_name, _, value = name.rpartition(".")
+        if value == "pattern" and site_name in self.attention_mixed_grads:
+            with torch.no_grad():
+                _, _, v = self._qkv(site_name, with_v=True)
+                self.grads[name] = self.sites[site_name].pattern_grad_from_mixed(
+                    v, self.attention_mixed_grads[site_name])
+            return self.grads[name]
         if value == "pattern" and site_name in self.attention_output_grads:
             site = self.sites[site_name]
             with torch.no_grad():
@@ -243,7 +250,15 @@ class Capture:
             def keep(module, args, output, index=index) -> None:
                 self.cache.attention_projections.setdefault(site_name, {})[index] = output.detach()
             self._handles.append(projection.register_forward_hook(keep))
-        if self.grad:
+        mixed = site.mixed_heads_module() if self.grad else None
+        if mixed is not None:
+            def mixed_hook(module, args):
+                if args and torch.is_tensor(args[0]) and args[0].requires_grad:
+                    def save_mixed(grad: torch.Tensor) -> None:
+                        self.cache.attention_mixed_grads[site_name] = grad
+                    args[0].register_hook(save_mixed)
+            self._handles.append(mixed.register_forward_pre_hook(mixed_hook))
+        elif self.grad:
             def hook(module, args, output):
                 out = site.output_of(output)
                 if out.requires_grad:

@@ -9,7 +9,7 @@ from models.errors import ModelIdError
 from models.model_ids import ModelId, local_backend
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
-FAMILIES = {"mini-clip": "clip", "mini-vit": "vit", "mini-cnn": "cnn"}
+FAMILIES = {"mini-clip": ("clip", "vit"), "mini-vit": ("vit", "vit"), "mini-cnn": ("cnn", "cnn")}  # (family, tower)
 
 
 def bundled_names() -> list[str]:
@@ -55,8 +55,12 @@ def _safetensors_parameters(directory: Path) -> int:
 
 
 def catalog() -> list[KnownModel]:
-    return [KnownModel(f"bundled:{name}", FAMILIES.get(name, "?"), _safetensors_parameters(BUNDLED_DIR / name),
-                       "trained by clipscope on procedural shapes") for name in bundled_names()]
+    entries = []
+    for name in bundled_names():
+        family, tower = FAMILIES.get(name, ("?", "?"))
+        entries.append(KnownModel(f"bundled:{name}", family, _safetensors_parameters(BUNDLED_DIR / name),
+                                  "trained by clipscope on procedural shapes", tower))
+    return entries
 
 
 register(Backend(
