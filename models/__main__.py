@@ -30,7 +30,9 @@ def _coverage(args) -> int:
 
     def progress(result):
         mark = "ok  " if result.passed else "FAIL"
-        print(f"{mark} {result.row.label:<48} {result.seconds:6.1f} s  {result.failure}", file=sys.stderr, flush=True)
+        cells = coverage.table_row(result)  # id, loads, family, parity, views, first failure
+        print(f"{mark} {result.row.label:<44} {result.seconds:6.1f} s  parity {cells[3]:<8} views {cells[4]:<6} "
+              f"{result.failure}", file=sys.stderr, flush=True)
         if args.verbose and result.traceback:
             print(result.traceback, file=sys.stderr)
 
