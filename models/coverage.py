@@ -16,6 +16,7 @@ The view check is passed in (``views``): models/ knows nothing of viz/; the comm
 from __future__ import annotations
 
 import gc
+import shutil
 import tempfile
 import time
 import traceback
@@ -169,20 +170,24 @@ def parity(adapter, pixels: torch.Tensor, tokens: torch.Tensor | None, eager: di
 
 
 def run_row(row: Row, root: Path, tiny: bool = True, views: Callable | None = None,
-            device: str = "cpu") -> RowResult:
-    """Build, save, load, check and view one architecture; every failure is recorded, never raised."""
+            device: str = "cpu", keep: bool = True) -> RowResult:
+    """Build, save, load, check and view one architecture; every failure is recorded, never raised.
+
+    ``keep=False`` deletes the row's saved model afterwards (a ``--full`` pass would otherwise hold tens of GB).
+    """
     from models.backends import BACKENDS
     from models.registry import clear_cache, load_model
 
     result = RowResult(row)
     start = time.perf_counter()
     stage = "build"
+    folder = root / row.label.replace(":", "_").replace("/", "_")
     try:
         entry = BACKENDS[row.backend]
         if entry.save_random is None:
             raise NotImplementedError(f"backend {row.backend} has no coverage builder")
         torch.manual_seed(0)
-        result.model_id = entry.save_random(row.arch, root / row.label.replace(":", "_").replace("/", "_"), tiny)
+        result.model_id = entry.save_random(row.arch, folder, tiny)
         stage = "load"
         adapter = load_model(result.model_id, device=device)
         result.loads, result.family = True, adapter.family
@@ -209,6 +214,8 @@ def run_row(row: Row, root: Path, tiny: bool = True, views: Callable | None = No
     finally:
         clear_cache()
         gc.collect()
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -235,6 +242,7 @@ def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable 
     results = []
     with tempfile.TemporaryDirectory(prefix="clipscope-coverage-") as tmp:
         base = Path(root) if root is not None else Path(tmp)
+        keep = root is not None  # a caller's folder keeps its models; the temporary one is emptied row by row
         if isolate:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
@@ -245,7 +253,7 @@ def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable 
             for row in rows:
                 with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
                     try:
-                        result = pool.submit(run_row, row, base, tiny, views, device).result()
+                        result = pool.submit(run_row, row, base, tiny, views, device, keep).result()
                     except Exception as exc:  # noqa: BLE001 - a child killed (out of memory) is a failed row
                         result = RowResult(row, failure=f"process: {_one_line(exc)}")
                 results.append(result)
@@ -256,7 +264,7 @@ def run_matrix(rows: Sequence[Row] = MATRIX, tiny: bool = True, views: Callable 
             for row in rows:
                 gc.collect()
                 gc.freeze()
-                result = run_row(row, base, tiny=tiny, views=views, device=device)
+                result = run_row(row, base, tiny=tiny, views=views, device=device, keep=keep)
                 results.append(result)
                 if progress is not None:
                     progress(result)
