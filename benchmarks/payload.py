@@ -195,7 +195,8 @@ def embedding_views(points: int, eval_classes: int) -> list[dict]:
                  {"src": thumbnail_data_url(items[0].open(), 96), "text": f"{items[0].name} · {items[0].caption}"})]
     pairs = pair_similarities(es.image_embeddings, es.text_embeddings, es.image_caption)
     out.append(entry("embedding_embed", "modality gap histograms",
-                     modality_gap_figure(pairs, modality_gap(es.image_embeddings, es.text_embeddings))))
+                     modality_gap_figure(pairs, modality_gap(es.image_embeddings, es.text_embeddings,
+                                                             es.image_caption))))
     rng = np.random.default_rng(3)
     class_names = [f"class {i:04d}" for i in range(eval_classes)]
     labels = [class_names[i] for i in rng.integers(eval_classes, size=points)]

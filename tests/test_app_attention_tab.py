@@ -57,7 +57,8 @@ def test_views_after_analyse_use_the_same_session(app_url, tmp_path):
     assert "CLS" in info
     with pytest.raises(Exception, match="heads 0 to 3"):
         client.predict(3, "head 9", 1.0, api_name="/attention_view")
-    assert client.predict("bundled:mini-vit", api_name="/mean_attention_distance") is not None
+    distance = json.loads(client.predict("bundled:mini-vit", api_name="/mean_attention_distance")["plot"])
+    assert "attention to CLS/prefix tokens counts as distance 0 (ViT paper)" in distance["layout"]["title"]["text"]
 
 
 def test_relevancy_of_a_model_without_class_names_defaults_to_its_top_output(app_url, tmp_path, tiny_ids):

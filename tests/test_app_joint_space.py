@@ -177,6 +177,13 @@ def test_similarity_matrix_of_procedural_pairs_and_of_uploads(client, tmp_path):
                        api_name="/similarity_matrix")
 
 
+def test_without_captions_the_gap_is_not_measured_and_the_tab_says_why(client):
+    _, info, gap = client.predict("bundled:mini-clip", "example photos", 10, 0, None, "", "cat, red circle",
+                                  "a photo of a {}.", "PCA", "modality", False, True, api_name="/embedding_embed")
+    assert "No image has a caption, so the modality gap is not measured" in info and gap is None
+    assert "Modality gap ‖" not in info
+
+
 def _map(html: str) -> dict:
     view = json.loads(html)
     assert len(view["token"]) >= 16
@@ -193,7 +200,9 @@ def test_embedding_map_search_point_gap_and_cache(client):
     texts = int(info.split(" texts:")[0].split()[-1])
     assert sorted(ids.tolist()) == list(range(60 + texts))
     assert "60 images embedded" in info and "(0 from the embedding cache" in info and "Modality gap" in info
+    assert "over 60 paired image-caption embeddings" in info   # the class prompts are not in the gap
     assert [t["type"] for t in figure(gap)["data"]] == ["histogram", "histogram"]
+    assert "over 60 paired image-caption embeddings" in figure(gap)["layout"]["title"]["text"]
 
     again = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.", *VIEW,
                            api_name="/embedding_embed")

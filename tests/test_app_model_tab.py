@@ -16,7 +16,7 @@ def app_url(tiny_ids):
 
 def test_describe_model_reports_the_real_structure(app_url, tiny_ids):
     client = Client(app_url, verbose=False)
-    facts, blocks, tree, hooks = client.predict(tiny_ids["hf_vit"], api_name="/describe_model")
+    facts, blocks, tree, hooks, known = client.predict(tiny_ids["hf_vit"], api_name="/describe_model")
     fact_map = {row[0]: row[1] for row in facts["data"]}
     model = load_model(tiny_ids["hf_vit"])
     assert fact_map["parameters"] == f"{model.num_parameters:,}"
@@ -24,11 +24,12 @@ def test_describe_model_reports_the_real_structure(app_url, tiny_ids):
     assert [row[0] for row in blocks["data"]][:2] == ["blocks.0", "blocks.1"]
     assert any(row[2] == "1x5" for row in tree["data"])  # the classifier's output for one image
     assert "blocks.1.attn.pattern" in hooks.splitlines()
+    assert known == ""  # a real checkpoint's training is told by its own card, not by clipscope
 
 
 def test_clip_facts_include_text_tower(app_url, tiny_ids):
     client = Client(app_url, verbose=False)
-    facts, _, _, hooks = client.predict(tiny_ids["open_clip_vit"], api_name="/describe_model")
+    facts, _, _, hooks, _ = client.predict(tiny_ids["open_clip_vit"], api_name="/describe_model")
     fact_map = {row[0]: row[1] for row in facts["data"]}
     assert fact_map["family"] == "clip"
     assert fact_map["context length"] == "16"

@@ -74,6 +74,11 @@ def test_mean_distance_over_images_and_its_figure():
     assert torch.all(distances > 0) and torch.all(distances < max_distance)
     fig = mean_distance_figure(distances)
     assert len(fig.data) == 1 and len(fig.data[0].x) == 16 and list(fig.layout.xaxis.range) == [-0.5, 3.5]
+    assert "counts as distance 0 (ViT paper)" in fig.layout.title.text
+    renormalised = mean_distance_by_layer(model, pixels, "renormalise")
+    # attention to CLS only ever shortens the paper's distance; some of mini-clip's heads give CLS a real share
+    assert torch.all(distances <= renormalised + 1e-4) and torch.any(distances < renormalised - 0.5)
+    assert "renormalised over patch keys" in mean_distance_figure(renormalised, "renormalise").layout.title.text
 
 
 def test_patch_grid_figure_counts_tokens(session, image):

@@ -1,6 +1,8 @@
 """Figures of the Zero-shot & Softmax and Embedding space tabs, checked by what they draw."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from viz.embedding_figures import (
     thumbnail_data_url,
 )
 from viz.embedding_space import Projection, evaluate_zero_shot, modality_gap, pair_similarities
+from viz.embedding_views import gap_outputs
 from viz.softmax import softmax_view
 from viz.zero_shot import ZeroShotResult, similarity_matrix
 from viz.zero_shot_figures import similarity_figure, softmax_halves_figure, softmax_sliders_figure, top_k_figure
@@ -96,10 +99,11 @@ def test_map_colours_by_modality_or_prediction_and_highlights_a_query(joint_set)
 def test_gap_histograms_and_evaluation_figures(joint_set):
     es = joint_set
     pairs = pair_similarities(es.image_embeddings, es.text_embeddings, es.image_caption)
-    gap = modality_gap(es.image_embeddings, es.text_embeddings)
+    gap = modality_gap(es.image_embeddings, es.text_embeddings, es.image_caption)
     fig = modality_gap_figure(pairs, gap)
     assert [t.type for t in fig.data] == ["histogram", "histogram"]
     assert len(fig.data[1].x) == 8 and f"{gap.length:.3f}" in fig.layout.title.text
+    assert "over 8 paired image-caption embeddings" in fig.layout.title.text
     rows = [es.class_text[c] for c in es.class_names]
     evaluation = evaluate_zero_shot(es.image_embeddings, es.labels, es.class_names, es.text_embeddings[rows])
     bars = per_class_accuracy_figure(evaluation)
@@ -149,3 +153,31 @@ def test_thumbnails_are_small_jpegs():
     image = make_dataset(1, seed=770_003, image_size=256)[0].image
     url = thumbnail_data_url(image, 48)
     assert url.startswith("data:image/jpeg;base64,") and len(url) < 4000
+
+
+def _unit_rows(vectors):
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_the_tabs_gap_is_measured_on_image_caption_pairs_only(joint_set):
+    es = joint_set
+    figure, note = gap_outputs(es)
+    captioned = np.flatnonzero(es.image_caption >= 0)   # images 0-7 with captions 0-4; the 4 class prompts left out
+    by_hand = np.linalg.norm(_unit_rows(es.image_embeddings[captioned]).mean(0)
+                             - _unit_rows(es.text_embeddings[es.image_caption[captioned]]).mean(0))
+    every_text = np.linalg.norm(_unit_rows(es.image_embeddings).mean(0) - _unit_rows(es.text_embeddings).mean(0))
+    assert f"{by_hand:.3f}" != f"{every_text:.3f}"   # the prompts would change the answer
+    assert f"= {by_hand:.3f} over 8 paired image-caption embeddings" in figure.layout.title.text
+    assert f"over 8 paired image-caption embeddings = **{by_hand:.3f}**" in note
+
+
+def test_without_captions_the_tab_shows_prompt_pairs_and_says_why_there_is_no_gap(joint_set):
+    es = replace(joint_set, image_caption=np.full(len(joint_set.images), -1))
+    figure, note = gap_outputs(es)
+    assert "no image has a caption, so no modality gap" in figure.layout.title.text
+    assert len(figure.data[1].x) == 12                                 # each labelled image with its class prompt
+    assert note.startswith("No image has a caption, so the modality gap is not measured")
+    assert "Modality gap ‖" not in note
+    unlabelled = replace(es, images=[replace(item, label=None) for item in es.images])
+    figure, note = gap_outputs(unlabelled)
+    assert figure is None and "no image-text pairs" in note

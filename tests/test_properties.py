@@ -171,8 +171,8 @@ def test_retrieval_gap_and_confusion(images_n, texts_n, dim, k, seed):
     image_vectors, text_vectors = rng.standard_normal((images_n, dim)), rng.standard_normal((texts_n, dim))
     order, scores = retrieve(text_vectors[0], image_vectors, k)
     assert len(order) == min(k, images_n) and (np.diff(scores) <= 1e-12).all()
-    gap = modality_gap(image_vectors, text_vectors)
-    assert 0 <= gap.length <= 2 + 1e-9
+    gap = modality_gap(image_vectors, text_vectors, np.arange(images_n) % texts_n)
+    assert 0 <= gap.length <= 2 + 1e-9 and gap.pairs == images_n
     truth, predicted = rng.integers(0, 4, images_n), rng.integers(0, 4, images_n)
     matrix = confusion_matrix(truth, predicted, 4)
     assert matrix.sum() == images_n and np.trace(matrix) == int((truth == predicted).sum())

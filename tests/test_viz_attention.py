@@ -94,8 +94,61 @@ def test_mean_distance_zero_for_self_attention_and_known_for_uniform():
     assert torch.allclose(mean_attention_distance(self_only, grid, patch, prefix), torch.zeros(2))
     uniform = torch.full((1, 1, tokens, tokens), 1.0 / tokens)
     centres = [(r * 16, c * 16) for r in range(3) for c in range(3)]
-    expected = sum(math.dist(a, b) for a in centres for b in centres) / 81
-    torch.testing.assert_close(mean_attention_distance(uniform, grid, patch, prefix), torch.tensor([expected]))
+    over_patches = sum(math.dist(a, b) for a in centres for b in centres) / 81
+    # the paper's default: the 1/10 each query gives CLS counts as distance 0
+    torch.testing.assert_close(mean_attention_distance(uniform, grid, patch, prefix),
+                               torch.tensor([over_patches * 9 / 10]))
+    torch.testing.assert_close(mean_attention_distance(uniform, grid, patch, prefix, "renormalise"),
+                               torch.tensor([over_patches]))
+
+
+def _mean_distance_loops(pattern, grid, patch, prefix, renormalise):
+    batch, heads, tokens, _ = pattern.shape
+    centres = [(r * patch[0], c * patch[1]) for r in range(grid[0]) for c in range(grid[1])]
+    out = []
+    for h in range(heads):
+        total = 0.0
+        for b in range(batch):
+            for q in range(prefix, tokens):
+                on_patches = sum(float(pattern[b, h, q, k]) for k in range(prefix, tokens))
+                weighted = sum(float(pattern[b, h, q, k]) * math.dist(centres[q - prefix], centres[k - prefix])
+                               for k in range(prefix, tokens))
+                total += weighted / on_patches if renormalise else weighted
+        out.append(total / (batch * (tokens - prefix)))
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("prefix", [1, 2])
+def test_mean_distance_matches_a_double_loop_under_both_conventions(prefix):
+    grid, patch = (2, 3), (8, 16)
+    tokens = prefix + 6
+    logits = torch.randn(2, 3, tokens, tokens, generator=torch.Generator().manual_seed(prefix))
+    logits[..., :prefix] += 1.5   # a real share of every row on the prefix tokens
+    pattern = logits.softmax(-1)
+    for convention, renormalise in (("distance_zero", False), ("renormalise", True)):
+        torch.testing.assert_close(mean_attention_distance(pattern, grid, patch, prefix, convention),
+                                   _mean_distance_loops(pattern, grid, patch, prefix, renormalise))
+    torch.testing.assert_close(mean_attention_distance(pattern, grid, patch, prefix),
+                               _mean_distance_loops(pattern, grid, patch, prefix, False))   # the default
+    with pytest.raises(ValueError, match="prefix_attention"):
+        mean_attention_distance(pattern, grid, patch, prefix, "renormalize")
+
+
+@pytest.mark.parametrize("mass", [0.0, 0.18, 0.6])
+def test_mass_on_cls_scales_the_paper_distance_by_one_minus_it(mass):
+    grid, patch, patches = (3, 3), (16, 16), 9
+    on_patches = torch.rand(1, 2, patches, patches, generator=torch.Generator().manual_seed(5))
+    on_patches = on_patches / on_patches.sum(-1, keepdim=True)
+    pattern = torch.zeros(1, 2, 1 + patches, 1 + patches)
+    pattern[:, :, 0, 0] = 1.0                          # CLS's own query row (not a patch query: never read)
+    pattern[:, :, 1:, 0] = mass
+    pattern[:, :, 1:, 1:] = (1 - mass) * on_patches   # the same patch part, its mass moved to CLS
+    paper = mean_attention_distance(pattern, grid, patch, 1)
+    renormalised = mean_attention_distance(pattern, grid, patch, 1, "renormalise")
+    torch.testing.assert_close(paper, (1 - mass) * renormalised)
+    torch.testing.assert_close(renormalised, mean_attention_distance(on_patches, grid, patch, 0))
+    if mass:
+        assert (paper < renormalised).all()
 
 
 def test_patch_distances_and_token_map():
@@ -103,34 +156,6 @@ def test_patch_distances_and_token_map():
     assert distances.shape == (6, 6) and distances[0, 5] == pytest.approx(math.hypot(8, 16))
     row = torch.arange(7.0)
     assert token_map(row, (2, 3)).tolist() == [[1, 2, 3], [4, 5, 6]]
-
-
-def _mass_inside_beats_share(maps, examples):
-    from models.world.bundled_eval import mask_on_grid
-
-    wins = 0
-    for heat, example in zip(maps, examples, strict=True):
-        cover = torch.from_numpy(mask_on_grid(example.mask, tuple(heat.shape)))
-        heat = heat.clamp_min(0)
-        wins += float((heat * cover).sum() / heat.sum()) > float(cover.mean())
-    return wins / len(examples)
-
-
-def test_on_mini_clip_rollout_and_prompt_relevancy_find_the_object():
-    from models import load_model, shapes
-    from viz.attention import capture_patterns, clip_text_target, relevancy_maps
-
-    model = load_model("bundled:mini-clip", device="cpu")
-    examples = shapes.make_dataset(24, seed=31337, two_objects_prob=0.0)
-    pixels = model.pixels([e.image for e in examples])
-    patterns, _ = capture_patterns(model, pixels)
-    rollout = attention_rollout(patterns)[:, 0, 1:].reshape(-1, *model.visual.grid())
-    relevancy = torch.cat([relevancy_maps(model, pixels[i:i + 1], clip_text_target(model, f"a {e.colour} {e.shape}"))
-                           for i, e in enumerate(examples)])
-    rollout_rate, relevancy_rate = _mass_inside_beats_share(rollout, examples), _mass_inside_beats_share(
-        relevancy, examples)
-    print(f"rollout {rollout_rate:.2f}, relevancy {relevancy_rate:.2f}")
-    assert relevancy_rate >= 0.9 and rollout_rate >= 0.9
 
 
 def test_relevancy_is_batched_and_equals_one_image_at_a_time():
@@ -146,56 +171,23 @@ def test_relevancy_is_batched_and_equals_one_image_at_a_time():
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-4)
 
 
-def test_pointing_game_on_200_held_out_images_with_their_own_captions():
-    """The argmax patch of each map overlaps the object (any of its pixels is an object pixel) on >= 80%."""
-    from models import load_model, shapes
-    from models.world.bundled_eval import mask_on_grid
-    from viz.attention import capture_patterns, clip_caption_targets, relevancy_maps
-
-    model = load_model("bundled:mini-clip", device="cpu")
-    examples = shapes.make_dataset(200, seed=555_000, two_objects_prob=0.0)
-    pixels = model.pixels([e.image for e in examples])
-    grid = model.visual.grid()
-    relevancy = relevancy_maps(model, pixels, clip_caption_targets(model, [e.caption for e in examples]))
-    patterns, _ = capture_patterns(model, pixels)
-    rollout = attention_rollout(patterns)[:, 0, 1:].reshape(-1, *grid)
-    rates = {}
-    for method, maps in (("relevancy", relevancy), ("rollout", rollout)):
-        hits = [mask_on_grid(e.mask, grid).reshape(-1)[int(m.reshape(-1).argmax())] > 0
-                for m, e in zip(maps, examples, strict=True)]
-        rates[method] = sum(hits) / len(hits)
-    print(f"pointing game on 200 held-out images: {rates}")
-    assert rates["relevancy"] >= 0.8 and rates["rollout"] >= 0.8
-
-
 @pytest.mark.parametrize("name", ["open_clip_vit", "hf_clip"])
 def test_text_token_relevance_names_the_prompt_tokens(name, tiny_ids):
+    """Token names, and relevance that explains the image-text similarity: it changes with the image (text-only
+    self-relevancy, or a gradient cut at the image embedding, would give the same scores for any image). Whether the
+    content words win is a truth test on trained weights (tests/test_truth.py)."""
     from models import load_model
     from viz.attention import text_token_relevance
 
     model = load_model(tiny_ids[name])
-    pixels = torch.randn(1, 3, 32, 32)
-    tokens, scores = text_token_relevance(model, pixels, "a red star")
+    generator = torch.Generator().manual_seed(0)
+    first, second = (torch.randn(1, 3, 32, 32, generator=generator) for _ in range(2))
+    tokens, scores = text_token_relevance(model, first, "a red star")
     assert len(tokens) == len(scores) >= 4
     assert "".join(t.strip() for t in tokens[1:-1]).replace(" ", "") == "aredstar"
-    assert torch.all(scores >= 0) and scores[-1] >= 1.0  # the pooled token keeps its identity share
-
-
-def test_text_token_relevance_on_mini_clip_favours_content_words():
-    from models import load_model, shapes
-    from viz.attention import text_token_relevance
-
-    model = load_model("bundled:mini-clip", device="cpu")
-    examples = shapes.make_dataset(20, seed=77, two_objects_prob=0.0)
-    content, article = 0.0, 0.0
-    for example in examples:
-        tokens, scores = text_token_relevance(model, model.pixels([example.image]), f"a {example.colour} "
-                                                                                     f"{example.shape}")
-        words = [t.strip() for t in tokens]
-        content += float(scores[words.index(example.colour)] + scores[words.index(example.shape)]) / 2
-        article += float(scores[words.index("a")])
-    print(f"mean relevance: content words {content / 20:.4f}, article 'a' {article / 20:.4f}")
-    assert content > article
+    again_tokens, other = text_token_relevance(model, second, "a red star")
+    assert again_tokens == tokens and torch.isfinite(scores).all()
+    assert not torch.allclose(scores, other, rtol=1e-3, atol=1e-6)
 
 
 # -- readouts: what the model's output reads (CLS, mean of the patches, attention-pool probes) -------------------------

@@ -30,14 +30,35 @@ def joint():
     return images.astype(np.float32), texts.astype(np.float32)
 
 
-def test_modality_gap_is_the_distance_between_normalised_centroids(joint):
+def test_modality_gap_is_the_distance_between_normalised_centroids_of_the_pairs(joint):
     images, texts = joint
-    image_centroid = sum(unit(v) for v in images) / len(images)
-    text_centroid = sum(unit(v) for v in texts) / len(texts)
-    gap = modality_gap(images * 7.0, texts)   # scale does not matter: embeddings are normalised first
+    image_text = np.array([i % 10 if i % 4 else -1 for i in range(40)])   # texts 10 and 11 are no image's caption
+    paired = [i for i in range(40) if image_text[i] >= 0]
+    image_centroid = sum(unit(images[i]) for i in paired) / len(paired)
+    text_centroid = sum(unit(texts[image_text[i]]) for i in paired) / len(paired)
+    gap = modality_gap(images * 7.0, texts, image_text)   # scale does not matter: embeddings are normalised first
+    assert gap.pairs == 30
     assert gap.length == pytest.approx(float(np.sqrt(((image_centroid - text_centroid) ** 2).sum())), rel=1e-5)
     np.testing.assert_allclose(gap.vector, image_centroid - text_centroid, atol=1e-6)
-    assert modality_gap(images, images).length == pytest.approx(0.0, abs=1e-6)
+    assert modality_gap(images, images, np.arange(40)).length == pytest.approx(0.0, abs=1e-6)
+
+
+def test_modality_gap_leaves_out_class_prompts_and_unpaired_images():
+    images = np.array([[2, 0, 0], [0, 3, 0], [0, 0, 1], [0, 0, -2]], dtype=np.float32)   # image 2 has no caption
+    texts = np.array([[0, 0, 5], [1, 0, 0], [0, -4, 0]], dtype=np.float32)               # text 2: a class prompt
+    gap = modality_gap(images, texts, [0, 1, -1, 1])                                     # caption 1 in two pairs
+    # by hand: images (1,0,0), (0,1,0), (0,0,-1) against captions (0,0,1), (1,0,0), (1,0,0)
+    np.testing.assert_allclose(gap.image_centroid, [1 / 3, 1 / 3, -1 / 3], atol=1e-6)
+    np.testing.assert_allclose(gap.text_centroid, [2 / 3, 0, 1 / 3], atol=1e-6)
+    assert gap.pairs == 3 and gap.length == pytest.approx(np.sqrt(6) / 3, rel=1e-6)
+    # every image against every text (the class prompt included) would read |(-1/12, 7/12, -1/3)| = sqrt(66)/12
+    assert abs(gap.length - np.sqrt(66) / 12) > 0.1
+    with pytest.raises(ValueError, match="no image has a caption"):
+        modality_gap(images, texts, [-1, -1, -1, -1])
+    with pytest.raises(ValueError, match="one entry per image"):
+        modality_gap(images, texts, [0, 1])
+    with pytest.raises(ValueError, match="points at text 3"):
+        modality_gap(images, texts, [0, 1, 3, -1])
 
 
 def test_removing_each_modalitys_mean_closes_the_gap(joint):

@@ -5,6 +5,7 @@ import gradio as gr
 
 from models import load_model
 from ui.errors import user_errors
+from viz.domain import model_tab_note
 from viz.views import Subject, run_view
 
 FACT_HEADERS = ["fact", "value"]
@@ -14,7 +15,8 @@ TREE_HEADERS = ["module", "type", "output shape", "parameters"]
 
 @user_errors
 def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tuple:
-    """Load ``model_id`` and return the four tables the tab shows."""
+    """Load ``model_id`` and return the four tables the tab shows, then what the model knows (bundled models: their
+    training world and real checkpoints to load instead; empty for a real checkpoint)."""
     if not model_id or not model_id.strip():
         raise gr.Error("Type or pick a model id first, e.g. bundled:mini-clip.", print_exception=False)
     progress(0.1, desc=f"Loading {model_id}")
@@ -23,7 +25,7 @@ def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tupl
     subject = Subject(model)
     facts = run_view("model.facts", subject)
     return (facts["facts"], facts["blocks"], run_view("model.tree", subject)["tree"],
-            run_view("model.hooks", subject)["hooks"])
+            run_view("model.hooks", subject)["hooks"], model_tab_note(model))
 
 
 def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str | None) -> None:
@@ -35,13 +37,14 @@ def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str
                                info="bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, torchvision:NAME[/WEIGHTS] "
                                     "or a local directory", scale=4)
         load = gr.Button("Load", variant="primary", scale=1)
+    known = gr.Markdown()  # what a bundled model was trained on, and the real checkpoints to load instead
     with gr.Row():
         facts = gr.Dataframe(headers=FACT_HEADERS, label="Facts", interactive=False)
         blocks = gr.Dataframe(headers=BLOCK_HEADERS, label="Parameters per block", interactive=False)
     tree = gr.Dataframe(headers=TREE_HEADERS, label="Module tree (output shape for one input)", interactive=False,
                         max_height=480)
     hooks = gr.Textbox(label="Hook names (model.capture([...]))", lines=8, max_lines=20)
-    outputs = [facts, blocks, tree, hooks]
+    outputs = [facts, blocks, tree, hooks, known]
     load.click(describe_model, inputs=model_id, outputs=outputs, api_name="describe_model",
                concurrency_limit=2)
     if default_model:

@@ -134,13 +134,27 @@ def patch_distances(grid: tuple[int, int], patch_size: tuple[int, int]) -> torch
     return torch.cdist(centres, centres)
 
 
+# How mean attention distance treats a patch query's attention to prefix tokens (CLS, registers), and how to say so.
+DISTANCE_CONVENTIONS = {
+    "distance_zero": "attention to CLS/prefix tokens counts as distance 0 (ViT paper)",
+    "renormalise": "attention renormalised over patch keys (CLS/prefix tokens left out)",
+}
+
+
 def mean_attention_distance(pattern: torch.Tensor, grid: tuple[int, int], patch_size: tuple[int, int],
-                            prefix_tokens: int = 1) -> torch.Tensor:
+                            prefix_tokens: int = 1, prefix_attention: str = "distance_zero") -> torch.Tensor:
     """Per head: the attention-weighted distance in pixels between a patch query and the patches it attends to,
-    averaged over patch queries and the batch (the ViT paper's Figure 7, right). Weights are renormalised over
-    patch keys, so attention to prefix tokens does not count as distance zero. Returns (heads,)."""
-    patches = pattern[:, :, prefix_tokens:, prefix_tokens:].float()
-    weights = patches / patches.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    averaged over patch queries and the batch (the ViT paper's Figure 7, right). Returns (heads,).
+
+    ``prefix_attention="distance_zero"`` (the paper's convention and that of its common implementations): the
+    weights are the pattern's own, so the share a query gives to prefix tokens adds nothing, as if at distance 0.
+    ``"renormalise"``: the weights are renormalised over patch keys, so that share is ignored instead; a head whose
+    every query gives mass m to the prefix reads 1 / (1 - m) times farther."""
+    if prefix_attention not in DISTANCE_CONVENTIONS:
+        raise ValueError(f"Unknown prefix_attention {prefix_attention!r}; use one of {tuple(DISTANCE_CONVENTIONS)}.")
+    weights = pattern[:, :, prefix_tokens:, prefix_tokens:].float()
+    if prefix_attention == "renormalise":
+        weights = weights / weights.sum(dim=-1, keepdim=True).clamp_min(1e-12)
     distances = patch_distances(grid, patch_size).to(pattern.device)
     return (weights * distances).sum(dim=-1).mean(dim=(0, 2))
 
@@ -206,12 +220,14 @@ def clip_caption_targets(model, captions: Sequence[str]):
     return lambda image_features: (torch.nn.functional.normalize(image_features.float(), dim=-1) * text).sum(-1)
 
 
-def mean_distance_by_layer(model, pixels: torch.Tensor) -> torch.Tensor:
-    """(layers, heads) mean attention distance in input pixels over a batch of images (ViT paper, Fig. 7 right)."""
+def mean_distance_by_layer(model, pixels: torch.Tensor, prefix_attention: str = "distance_zero") -> torch.Tensor:
+    """(layers, heads) mean attention distance in input pixels over a batch of images (ViT paper, Fig. 7 right);
+    ``prefix_attention`` as in :func:`mean_attention_distance`."""
     vit = model.image_tower
     patterns, _ = capture_patterns(model, pixels)
     grid = vit.grid(pixels)
-    return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens) for p in patterns])
+    return torch.stack([mean_attention_distance(p, grid, vit.patch_size, vit.num_prefix_tokens, prefix_attention)
+                        for p in patterns])
 
 
 def clip_prompt_relevancy(model, pixels: torch.Tensor, prompt: str) -> tuple[torch.Tensor, list[str], torch.Tensor]:

@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from viz.attention import DISTANCE_CONVENTIONS
 from viz.attention_session import AttentionSteps
 from viz.patch_figures import mosaic
 
@@ -75,16 +76,17 @@ def steps_figure(steps: AttentionSteps, token_labels: Sequence[str]) -> go.Figur
     return fig
 
 
-def mean_distance_figure(distances) -> go.Figure:
-    """Mean attention distance of every head against depth (one point per head)."""
+def mean_distance_figure(distances, prefix_attention: str = "distance_zero") -> go.Figure:
+    """Mean attention distance of every head against depth (one point per head), titled with the convention the
+    distances were computed under (``prefix_attention`` of :func:`viz.attention.mean_attention_distance`)."""
     distances = _np(distances)
     layers, heads = distances.shape
     x = np.repeat(np.arange(layers), heads)
     fig = go.Figure(go.Scatter(x=x, y=distances.reshape(-1), mode="markers",
                                customdata=np.tile(np.arange(heads), layers),
                                hovertemplate="layer %{x}, head %{customdata}<br>%{y:.1f} px<extra></extra>"))
-    fig.update_layout(title="Mean attention distance per head", xaxis_title="layer (depth)",
-                      yaxis_title="mean attention distance (pixels)", height=400)
+    fig.update_layout(title=f"Mean attention distance per head<br><sup>{DISTANCE_CONVENTIONS[prefix_attention]}</sup>",
+                      xaxis_title="layer (depth)", yaxis_title="mean attention distance (pixels)", height=400)
     fig.update_xaxes(range=[-0.5, layers - 0.5], dtick=1)
     return fig
 

@@ -13,6 +13,7 @@ from viz.attention_figures import (
     token_relevance_figure,
 )
 from viz.cam import output_index
+from viz.domain import domain_notes
 from viz.outputs import output_vector
 from viz.views import Figures, Subject, has_token_grid, view
 
@@ -72,7 +73,8 @@ def query_view(subject: Subject, layer: int = 0, head: int | str = "mean", query
     cell = None if query < session.prefix else divmod(query - session.prefix, session.grid[1])
     overlay = overlay_figure(_seen(session), session.query_map(layer, chosen, query),
                              f"layer {layer}, head {head}: where {label} looks", query_cell=cell)
-    return {"overlay": overlay, "query_info": f"Query: **{label}** (token {query}). Click the image to pick a patch."}
+    info = f"Query: **{label}** (token {query}). Click the image to pick a patch."
+    return {"overlay": overlay, "query_info": "\n\n".join([info, *domain_notes(subject.model, [subject.image])])}
 
 
 @view("attention.heads", "Attention", has_token_grid)
@@ -130,9 +132,12 @@ def patch_zero_shot_view(subject: Subject, prompts: tuple[str, ...] | list[str] 
     return {"patch_zero_shot": patch_zero_shot_figure(_seen(session), session.patch_zero_shot(prompts), prompts)}
 
 
-@view("attention.mean_distance", "Attention", has_token_grid, checks=({"images": 2},))
-def mean_distance_view(subject: Subject, images: int = 16) -> Figures:
-    """Mean attention distance per head against depth over procedural images (the ViT paper's Figure 7)."""
+@view("attention.mean_distance", "Attention", has_token_grid,
+      checks=({"images": 2}, {"images": 2, "prefix_attention": "renormalise"}))
+def mean_distance_view(subject: Subject, images: int = 16, prefix_attention: str = "distance_zero") -> Figures:
+    """Mean attention distance per head against depth over procedural images (the ViT paper's Figure 7); attention
+    to prefix tokens counts as distance 0 as in the paper, or with ``prefix_attention="renormalise"`` is left out."""
     model = subject.model
     pictures = [e.image for e in shapes.make_dataset(int(images), seed=DISTANCE_SEED)]
-    return {"mean_distance": mean_distance_figure(mean_distance_by_layer(model, model.pixels(pictures)))}
+    distances = mean_distance_by_layer(model, model.pixels(pictures), prefix_attention)
+    return {"mean_distance": mean_distance_figure(distances, prefix_attention)}

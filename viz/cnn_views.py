@@ -17,6 +17,7 @@ from viz.cnn_figures import (
     shift_figure,
     stage_shapes_figure,
 )
+from viz.domain import domain_notes
 from viz.probes import cue_conflict, shift_probe
 from viz.views import Figures, Subject, any_model, has_token_grid, view
 
@@ -55,8 +56,9 @@ def summary_text(subject: Subject) -> str:
     tower = session.tower
     kind = ("CNN-style feature maps" if session.is_cnn else
             "ViT (CAMs, prediction and probes only; maps need a CNN)")
-    return (f"**{subject.model.model_id}**: {kind}, input {session.pixels.shape[-2]}x{session.pixels.shape[-1]}, "
-            f"{len(tower.class_names) or 'no'} class names.")
+    summary = (f"**{subject.model.model_id}**: {kind}, input {session.pixels.shape[-2]}x{session.pixels.shape[-1]}, "
+               f"{len(tower.class_names) or 'no'} class names.")
+    return "\n\n".join([summary, *domain_notes(subject.model, [subject.image])])  # what the model knows
 
 
 @view("cnn.stages", "CNN", has_feature_maps)

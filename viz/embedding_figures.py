@@ -123,17 +123,22 @@ def embedding_map_figure(es: EmbeddingSet, projection: Projection, colour_by: st
     return fig
 
 
-def modality_gap_figure(pairs: PairSimilarities, gap: ModalityGap) -> go.Figure:
-    """Histograms of the cosine similarity of matching and non-matching image-text pairs; the gap's length."""
+def modality_gap_figure(pairs: PairSimilarities, gap: ModalityGap | None) -> go.Figure:
+    """Histograms of the cosine similarity of matching and non-matching image-text pairs, titled with the gap's
+    length and the number of image-caption pairs it was measured on (``gap`` None: no captions, no gap)."""
     fig = go.Figure([
         go.Histogram(x=pairs.non_matching, name=f"non-matching ({len(pairs.non_matching):,})", histnorm="probability",
                      opacity=0.6, marker_color="#7f7f7f", nbinsx=60),
         go.Histogram(x=pairs.matching, name=f"matching ({len(pairs.matching):,})", histnorm="probability",
                      opacity=0.75, marker_color="#d62728", nbinsx=60),
     ])
-    fig.update_layout(barmode="overlay", height=380, margin={"l": 40, "r": 10, "t": 60, "b": 40},
-                      title=f"Cosine similarity of image-text pairs; modality gap ‖mean image − mean text‖ = "
-                            f"{gap.length:.3f}",
+    if gap is None:
+        measured = "no image has a caption, so no modality gap (it is measured on paired image-caption embeddings)"
+    else:
+        measured = (f"modality gap ‖mean image − mean caption‖ = {gap.length:.3f} "
+                    f"over {gap.pairs:,} paired image-caption embeddings")
+    fig.update_layout(barmode="overlay", height=380, margin={"l": 40, "r": 10, "t": 70, "b": 40},
+                      title=f"Cosine similarity of image-text pairs<br><sup>{measured}</sup>",
                       xaxis_title="cosine similarity", yaxis_title="fraction of pairs")
     return fig
 

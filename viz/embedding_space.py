@@ -163,10 +163,13 @@ def warm_up() -> None:
 
 @dataclass
 class ModalityGap:
-    """The gap vector between the centroids of the normalised image and text embeddings, and its length."""
+    """The modality gap as "Mind the Gap" (Liang et al., 2022) measures it on ``pairs`` paired image-caption
+    embeddings: the centroid of their L2-normalised images minus that of their L2-normalised captions, and its
+    length."""
 
     image_centroid: np.ndarray
     text_centroid: np.ndarray
+    pairs: int
 
     @property
     def vector(self) -> np.ndarray:
@@ -177,11 +180,23 @@ class ModalityGap:
         return float(np.linalg.norm(self.vector))
 
 
-def modality_gap(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> ModalityGap:
-    """Centroids of the L2-normalised images and texts (the gap is their difference)."""
-    if len(image_embeddings) == 0 or len(text_embeddings) == 0:
-        raise ValueError("The modality gap needs at least one image and one text.")
-    return ModalityGap(normalise(image_embeddings).mean(axis=0), normalise(text_embeddings).mean(axis=0))
+def modality_gap(image_embeddings: np.ndarray, text_embeddings: np.ndarray, image_text: Sequence[int]
+                 ) -> ModalityGap:
+    """The gap between paired images and captions: ``image_text[i]`` is the row of image i's caption in
+    ``text_embeddings`` (-1 for none), as :func:`pair_similarities` takes it. Each pair counts once (a caption shared
+    by two images, twice); unpaired images and texts that are no image's caption (class prompts) are left out."""
+    image_text = np.asarray(image_text, dtype=np.int64)
+    if image_text.shape != (len(image_embeddings),):
+        raise ValueError(f"image_text needs one entry per image ({len(image_embeddings)}), got shape "
+                         f"{image_text.shape}.")
+    paired = np.flatnonzero(image_text >= 0)
+    if len(paired) == 0:
+        raise ValueError("The modality gap is measured on paired image-caption embeddings and no image has a "
+                         "caption (every image_text entry is -1).")
+    if image_text.max() >= len(text_embeddings):
+        raise ValueError(f"image_text points at text {image_text.max()}, but there are {len(text_embeddings)} texts.")
+    return ModalityGap(normalise(image_embeddings)[paired].mean(axis=0),
+                       normalise(text_embeddings)[image_text[paired]].mean(axis=0), len(paired))
 
 
 @dataclass

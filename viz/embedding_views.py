@@ -46,20 +46,31 @@ def predictions(es: EmbeddingSet) -> list[str] | None:
     return [es.class_names[i] for i in best]
 
 
+NO_CAPTIONS = ("No image has a caption, so the modality gap is not measured: as in “Mind the Gap” (Liang et al., "
+               "2022) it is the distance between paired image and caption embeddings, class prompts left out.")
+
+
 def gap_outputs(es: EmbeddingSet):
-    """The gap figure and a sentence, or (None, reason) when the set has no image-text pairs."""
+    """The gap figure and a sentence, or (None, reason) when the set has no image-text pairs. The gap is measured on
+    the image-caption pairs only; without captions the histograms pair each image with its class prompt instead and
+    no gap is given."""
     if not len(es.texts):
         return None, "No texts: type class labels to add text points and measure the modality gap."
-    gap = modality_gap(es.image_embeddings, es.text_embeddings)
-    pairs = es.image_caption.copy()
-    if (pairs < 0).all() and es.class_text:  # no captions: an image's matching text is its class prompt
+    captioned = (es.image_caption >= 0).any()
+    gap = modality_gap(es.image_embeddings, es.text_embeddings, es.image_caption) if captioned else None
+    pairs = es.image_caption
+    if not captioned and es.class_text:  # an image's matching text is its class prompt
         pairs = np.array([es.class_text.get(label, -1) if label else -1 for label in es.labels])
     if (pairs < 0).all():
-        return None, f"Modality gap ‖mean image − mean text‖ = {gap.length:.3f} (no image-text pairs to compare)."
+        return None, f"{NO_CAPTIONS} No image has a class label either: there are no image-text pairs to compare."
     similarities = pair_similarities(es.image_embeddings, es.text_embeddings, pairs)
+    cosines = (f"matching pairs' mean cosine {similarities.matching.mean():.3f}, non-matching "
+               f"{similarities.non_matching.mean():.3f}.")
+    if gap is None:
+        return modality_gap_figure(similarities, None), f"{NO_CAPTIONS} Image-class-prompt {cosines}"
     return (modality_gap_figure(similarities, gap),
-            f"Modality gap ‖mean image − mean text‖ = **{gap.length:.3f}**; matching pairs' mean cosine "
-            f"{similarities.matching.mean():.3f}, non-matching {similarities.non_matching.mean():.3f}.")
+            f"Modality gap ‖mean image − mean caption‖ over {gap.pairs} paired image-caption embeddings = "
+            f"**{gap.length:.3f}**; {cosines}")
 
 
 @view("embedding.map", "Embedding space", has_text, checks=(SMALL_SET, {**SMALL_SET, "colour": "zero-shot prediction",

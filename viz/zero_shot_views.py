@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from models import shapes
+from viz.domain import domain_notes
 from viz.softmax import apply_sliders, softmax_view
 from viz.views import Figures, Subject, view
 from viz.zero_shot import DEFAULT_TEMPLATE, image_text_similarity, parse_labels, probability_notice, zero_shot
@@ -48,6 +49,7 @@ def classify_view(subject: Subject, labels: Sequence[str] | str = DEFAULT_LABELS
              f"the sliders below hold the top {min(MAX_SLIDERS, len(result.labels))}.",
              probability_notice(result.probability)]
     notes += [f"⚠️ {notice}" for notice in result.notices]
+    notes = domain_notes(subject.model, [subject.image]) + notes  # what the model knows, next to its answer
     return {"top_k": top_k_figure(result, int(k)), "notice": "\n\n".join(notes)}
 
 
@@ -98,5 +100,6 @@ def similarity_view(subject: Subject, count: int = 6, images: Sequence | None = 
     notes.append(probability_notice(matrix.probability))
     if notice:
         notes.append(f"⚠️ {notice}")
+    notes = domain_notes(model, images) + notes
     return {"similarity": similarity_figure(matrix, texts, images, names),
             "probabilities": softmax_halves_figure(matrix, texts, names), "notice": "\n\n".join(notes)}

@@ -91,6 +91,9 @@ class ModelAdapter:
     class_names: list[str] = []      # the classifier's output names; empty for feature extractors and CLIP
     has_text: bool = False           # is there a text tower (encode_text, tokenize, logits)?
     probability: str = "softmax"     # how output scores become probabilities: "softmax" over outputs, or "sigmoid"
+    # what the model was trained on, in one line, where it knows only a narrow world (clipscope's bundled models);
+    # None for real checkpoints, whose training data is broad and told by their own model cards
+    trained_on: str | None = None
 
     @property
     def image_tower(self) -> ModelAdapter:

@@ -34,7 +34,37 @@ def load(model_id: ModelId, device, dtype):
     inner = ModelId(inner_backend, BACKENDS[inner_backend].local_name(path), model_id.raw)
     adapter = BACKENDS[inner_backend].load(inner, device, dtype)
     adapter.backend = f"bundled ({inner_backend})"
+    adapter.trained_on = trained_on(path)
     return adapter
+
+
+def trained_on(folder: Path) -> str:
+    """What a bundled model knows, in one line: clipscope's procedural world, with the held-out top-1 its training
+    log measured (when the log has one), so the app can say so next to every answer."""
+    from models.world import shapes
+
+    line = (f"clipscope's procedural coloured-shapes world ({len(shapes.SHAPES)} shapes x {len(shapes.COLOURS)} "
+            "colours in small generated scenes)")
+    score = held_out_top1(folder)
+    return f"{line}{f'; {score}' if score else ''}; it knows nothing else"
+
+
+def held_out_top1(folder: Path) -> str | None:
+    """The main held-out top-1 of a bundled model's training_log.json ("held-out top-1 97.5% of 720 images"), or
+    None where the log is missing or has no top-1 metric. The main metric is the shortest key holding "top1"."""
+    import json
+
+    try:
+        metrics = json.loads((folder / "training_log.json").read_text(encoding="utf-8"))["metrics"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(metrics, dict):
+        return None
+    keys = sorted((k for k, v in metrics.items() if "top1" in k and isinstance(v, (int, float))), key=len)
+    if not keys:
+        return None
+    count = metrics.get(f"{keys[0]}_n", metrics.get(keys[0].replace("top1", "n")))  # top1_n, or zero_shot_n
+    return f"held-out top-1 {metrics[keys[0]]:.1%}" + (f" of {count:,} images" if isinstance(count, int) else "")
 
 
 def _safetensors_parameters(directory: Path) -> int:

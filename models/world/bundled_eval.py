@@ -5,8 +5,10 @@ Every function takes plain callables, so it works on a raw model, an adapter or 
 ``preprocess(list[PIL.Image]) -> [B, 3, H, W]``, ``forward_logits(pixels) -> [B, classes]`` and
 ``cls_attention_fn(pixels) -> [B, grid_h, grid_w]``. Embeddings are compared by cosine similarity.
 
-Held-out data: ``models.world.shapes.make_dataset(n, seed)`` with ``seed < shapes.TRAIN_SEED_START`` (10**9); training
-only ever uses ``shapes.training_seed(...) >= 10**9``, so the two never share an example.
+Held-out data: scenes of :mod:`models.world.scenes` (random positions, sizes, rotations, backgrounds) from seeds below
+``shapes.TRAIN_SEED_START`` (10**9), with photo backgrounds cropped from photographs training never saw; training only
+ever uses ``shapes.training_seed(...) >= 10**9``. ``split="held_out"`` draws only the colour x shape compositions
+mini-clip never saw in training (:data:`scenes.HELD_OUT_COMPOSITIONS`).
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from models.world import shapes
+from models.world import scenes, shapes
 
 EVAL_SEED = 20_240_601  # default held-out dataset seed (any seed below shapes.TRAIN_SEED_START is held out)
 
@@ -52,15 +54,16 @@ def _text_embeddings(encode_text: EncodeText, texts: list[str], batch_size: int)
 
 
 def clip_zero_shot_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
-                            n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64) -> dict:
-    """Zero-shot top-1 over the 36 classes on ``n`` held-out single-object images (equal counts per class).
+                            n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64, split: str = "train") -> dict:
+    """Zero-shot top-1 over all 36 class prompts on ``n`` held-out single-object scenes whose classes are those of
+    ``split`` ("train": the 30 compositions seen in training; "held_out": the 6 never seen), equal counts per class.
 
     Returns {"top1", "per_class" (name -> accuracy), "n", "prompts"}.
     """
     _check_seed(seed)
     classes = shapes.class_names()
     prompts = [zero_shot_prompt(*name.split(" ")) for name in classes]
-    examples = shapes.make_dataset(n, seed, two_objects_prob=0.0, balanced=True)
+    examples = scenes.make_scenes(n, seed, balanced=True, split=split)
     text = _text_embeddings(encode_text, prompts, batch_size)
     image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
     predicted = (image @ text.T).argmax(dim=1).tolist()
@@ -72,11 +75,10 @@ def clip_zero_shot_accuracy(encode_image: EncodeImage, encode_text: EncodeText, 
 
 
 def clip_text_to_image_recall(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
-                              n: int = 200, seed: int = EVAL_SEED + 1, k: int = 5,
-                              two_objects_prob: float = 0.2, batch_size: int = 64) -> float:
-    """Recall@k of each held-out caption retrieving its own image among the ``n`` images (ties count against)."""
+                              n: int = 200, seed: int = EVAL_SEED + 1, k: int = 5, batch_size: int = 64) -> float:
+    """Recall@k of each held-out scene's caption retrieving its own scene among the ``n`` (ties count against)."""
     _check_seed(seed)
-    examples = shapes.make_dataset(n, seed, two_objects_prob=two_objects_prob)
+    examples = scenes.make_scenes(n, seed, split="any")
     text = _text_embeddings(encode_text, [e.caption for e in examples], batch_size)
     image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
     similarity = text @ image.T
@@ -89,12 +91,12 @@ def clip_text_to_image_recall(encode_image: EncodeImage, encode_text: EncodeText
 def classifier_accuracy(forward_logits: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess,
                         class_names: Sequence[str], n: int = 360, seed: int = EVAL_SEED + 2,
                         batch_size: int = 64) -> float:
-    """Top-1 accuracy of a classifier on ``n`` held-out single-object images (equal counts per class).
+    """Top-1 accuracy of a classifier on ``n`` held-out single-object scenes (equal counts per class, all 36).
 
     ``class_names[i]`` is the "{colour} {shape}" name of logit ``i``.
     """
     _check_seed(seed)
-    examples = shapes.make_dataset(n, seed, two_objects_prob=0.0, balanced=True)
+    examples = scenes.make_scenes(n, seed, balanced=True, split="any")
     correct = 0
     for i in range(0, n, batch_size):
         batch = examples[i:i + batch_size]
@@ -102,6 +104,20 @@ def classifier_accuracy(forward_logits: Callable[[torch.Tensor], torch.Tensor], 
         predicted = logits.argmax(dim=-1).tolist()
         correct += sum(class_names[p] == e.label for p, e in zip(predicted, batch, strict=True))
     return correct / n
+
+
+@torch.no_grad()
+def clip_binding_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
+                          n: int = 200, seed: int = EVAL_SEED + 4, split: str = "train", batch_size: int = 64) -> float:
+    """Share of held-out two-object scenes (objects differing in colour and shape) whose image is closer to the true
+    "a X and a Y" caption than to the colour-swapped one ("a red star and a blue circle" vs "a blue star and a red
+    circle"): chance is 50%; a bag-of-words model scores 50% too, since both captions hold the same words."""
+    _check_seed(seed)
+    examples = [scenes.make_scene([seed, i], n_objects=2, distinct=True, split=split) for i in range(n)]
+    image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
+    true = _text_embeddings(encode_text, [scenes.pair_caption(e.objects) for e in examples], batch_size)
+    swapped = _text_embeddings(encode_text, [scenes.colour_swapped_caption(e.objects) for e in examples], batch_size)
+    return float(((image * true).sum(dim=1) > (image * swapped).sum(dim=1)).float().mean())
 
 
 def mask_on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
@@ -118,19 +134,13 @@ def mass_on_mask(heat: np.ndarray | torch.Tensor, mask: np.ndarray) -> tuple[flo
     return float((heat * cover).sum() / heat.sum()), float(cover.mean())
 
 
-@torch.no_grad()
-def cls_attention_in_mask_rate(cls_attention_fn: Callable[[torch.Tensor], torch.Tensor], preprocess: Preprocess,
-                               n: int = 200, seed: int = EVAL_SEED + 3, two_objects_prob: float = 0.0,
-                               batch_size: int = 64) -> float:
-    """Fraction of held-out images where the CLS token's attention mass inside the object mask exceeds the mask's
-    share of the image (both measured on the patch grid, the mask downsampled by area)."""
-    _check_seed(seed)
-    examples = shapes.make_dataset(n, seed, two_objects_prob=two_objects_prob)
-    above = 0
-    for i in range(0, n, batch_size):
-        batch = examples[i:i + batch_size]
-        attention = cls_attention_fn(preprocess([e.image for e in batch])).float().cpu().numpy()
-        for att, example in zip(attention, batch, strict=True):
-            inside, share = mass_on_mask(att, example.mask)
-            above += inside > share
-    return above / n
+def low_frequency_share(weight: torch.Tensor, cutoff: int = 1) -> float:
+    """Share of convolution kernels' spectral energy at the lowest spatial frequencies (both |frequency| <=
+    ``cutoff`` cycles per kernel, DC included), pooled over all kernels: 9/49 = 18% for white-noise 7x7 kernels,
+    near 1 for smooth blobs and ramps. The first layer of a well-trained vision CNN sits far above noise."""
+    spectrum = torch.fft.fft2(weight.detach().float()).abs().pow(2)
+    height, width = spectrum.shape[-2:]
+    fy = torch.fft.fftfreq(height, d=1 / height).abs()
+    fx = torch.fft.fftfreq(width, d=1 / width).abs()
+    low = (fy[:, None] <= cutoff) & (fx[None, :] <= cutoff)
+    return float(spectrum[..., low].sum() / spectrum.sum())
