@@ -93,7 +93,12 @@ def test_mini_clip_text_to_image_recall_at_5(clip):
     assert recall >= 0.85 and recall - 5 / 120 >= 0.8
 
 
-@pytest.mark.parametrize("name, family", [("mini-vit", "vit"), ("mini-cnn", "cnn")])
+VIT_BAR = pytest.mark.xfail(strict=True, reason="issue 15's bar: the current mini-vit measures 63% on 720 held-out "
+                             "scenes (11 minutes of fine-tuning from mini-clip's image tower, itself at 79%); strict, "
+                             "so a retrained mini-vit that reaches 97% turns this into a failure to update")
+
+
+@pytest.mark.parametrize("name, family", [pytest.param("mini-vit", "vit", marks=VIT_BAR), ("mini-cnn", "cnn")])
 def test_bundled_classifiers_top1(name, family):
     """Single-shape scenes at random positions, sizes and rotations (held-out seeds). Baseline: chance, 2.8%."""
     model = load_model(f"bundled:{name}", device="cpu")
@@ -103,6 +108,16 @@ def test_bundled_classifiers_top1(name, family):
                                                 n=180, seed=SEED + 3)
     print(f"{name} top-1: {accuracy:.3f}")
     assert accuracy >= 0.97 and accuracy - CHANCE >= 0.9
+
+
+def test_mini_vit_beats_chance_and_the_model_it_replaced():
+    """Baseline: chance (2.8%) and the previous mini-vit, trained at 5 fixed positions, which scored 41% on these
+    scenes. What the current mini-vit does reach (the bar above is issue 15's)."""
+    model = load_model("bundled:mini-vit", device="cpu")
+    accuracy = bundled_eval.classifier_accuracy(model.forward, model.preprocess, model.class_names,
+                                                n=180, seed=SEED + 3)
+    print(f"mini-vit top-1: {accuracy:.3f}")
+    assert accuracy >= 0.55 and accuracy - 0.41 >= 0.1
 
 
 def test_low_frequency_share_by_hand():
