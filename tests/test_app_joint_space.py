@@ -13,6 +13,7 @@ from gradio_client import Client, handle_file
 
 from models import load_model, shapes
 from models.embed import embed_folder_to_parquet
+from models.world import scenes
 
 VIEW = ["UMAP", "label", False, True]
 PROCEDURAL = "procedural shapes (images + captions)"
@@ -24,8 +25,7 @@ OUTPUT = "models.embed output folder"
 def served(tmp_path_factory):
     """The app with one allowed folder holding a labelled set, an empty folder and a models.embed output."""
     allowed = tmp_path_factory.mktemp("allowed")
-    shapes.export_folder(shapes.make_dataset(72, seed=884_001, two_objects_prob=0.0, balanced=True),
-                         allowed / "labelled")
+    shapes.export_folder(scenes.make_scenes(60, seed=884_001, balanced=True), allowed / "labelled")  # 2 a class
     (allowed / "empty" / "nothing").mkdir(parents=True)
     embed_folder_to_parquet(load_model("bundled:mini-clip", device="cpu"), allowed / "labelled", allowed / "output")
     outside = tmp_path_factory.mktemp("outside")
@@ -235,14 +235,14 @@ def test_folders_are_read_only_inside_the_allowed_ones(client, served):
     args = ("", "a photo of a {}.", "PCA", "zero-shot prediction", False, True)
     html, info, _ = client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / "labelled"), *args,
                                    api_name="/embedding_embed")
-    assert "72 images embedded" in info and "36 class prompts" in info
+    assert "60 images embedded" in info and "30 class prompts" in info
     summary, _, _ = client.predict(api_name="/embedding_evaluate")
     top1 = float(summary.split("top-1 **")[1].split("%")[0])
-    assert top1 >= 90.0, summary
+    assert top1 >= 55.0, summary  # chance over the 30 labels: 3.3%; mini-clip measures 73% on such scenes
 
     _, info, _ = client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(allowed / "output"), *args,
                                 api_name="/embedding_embed")
-    assert "Read 72 image" in info and "from disk" in info
+    assert "Read 60 image" in info and "from disk" in info
 
     with pytest.raises(Exception, match="outside the folders this app may read"):
         client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(outside), *args, api_name="/embedding_embed")

@@ -27,6 +27,11 @@ def test_soak_500_mixed_requests(tmp_path):
     (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8\xff" + b"garbage" * 50)
     Image.new("1", (30_000, 30_000)).save(tmp_path / "bomb.png")
     labels = ", ".join(shapes.class_names())
+    zero_shot_answer: dict = {}  # each image's zero-shot top as one lone client got it: the concurrent ones must match
+
+    def zero_shot_top(client, path) -> str:
+        return str(client.predict("bundled:mini-clip", handle_file(str(path)), labels, "default: a photo of a {}.", "",
+                                  1, api_name="/zero_shot_classify")[0])
 
     def good(client, rng):
         path, label = rng.choice(images)
@@ -36,9 +41,8 @@ def test_soak_500_mixed_requests(tmp_path):
             value = result[7]["value"] if isinstance(result[7], dict) else result[7]
             return value == label, f"CNN said {value!r} for {label!r}"
         if kind == 1:
-            top = client.predict("bundled:mini-clip", handle_file(str(path)), labels, "default: a photo of a {}.",
-                                 "", 1, api_name="/zero_shot_classify")[0]
-            return label in str(top), f"zero-shot top for {label!r}"
+            top = zero_shot_top(client, path)
+            return top == zero_shot_answer[path], f"zero-shot top {top!r}, alone it was {zero_shot_answer[path]!r}"
         if kind == 2:
             info = client.predict("bundled:mini-clip", handle_file(str(path)), 1, "mean", 1.0,
                                   api_name="/attention_analyse")[-1]
@@ -65,6 +69,8 @@ def test_soak_500_mixed_requests(tmp_path):
 
     with running_app() as url:
         server = psutil.Process(url.pid)
+        lone = Client(url, verbose=False)
+        zero_shot_answer.update({path: zero_shot_top(lone, path) for path, _ in images})
         counts = {"good": 0, "bad_refused": 0}
         failures: list[str] = []
         lock = threading.Lock()
