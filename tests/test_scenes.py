@@ -66,7 +66,7 @@ def test_relation_captions_are_true_of_the_centres():
         dx, dy = b.centre[0] - a.centre[0], b.centre[1] - a.centre[1]
         assert {"left of": dx > 0, "right of": dx < 0, "above": dy > 0, "below": dy < 0}[said]
         captions = scenes.scene_captions(example.objects, example.background, 64, np.random.default_rng(0))
-        assert scenes._articles(f"a {a.colour} {a.shape} {said} a {b.colour} {b.shape}") in captions
+        assert shapes._articles(f"a {a.colour} {a.shape} {said} a {b.colour} {b.shape}") in captions
     assert found > 100
 
 

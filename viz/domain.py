@@ -3,7 +3,6 @@ bundled models: ``adapter.trained_on``), and whether an image lies outside that 
 to real checkpoints. Real checkpoints (``trained_on`` None) get no notes."""
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterable
 
 import numpy as np
@@ -11,15 +10,7 @@ from PIL import Image
 
 from models import shapes
 
-
-def _world_size() -> int:
-    """The side of the procedural world's images: shapes.IMAGE_SIZE where it is declared, else the default size of
-    ``shapes.make_example``."""
-    declared = getattr(shapes, "IMAGE_SIZE", None)
-    return int(declared or inspect.signature(shapes.make_example).parameters["image_size"].default)
-
-
-WORLD_SIZE: int = _world_size()
+WORLD_SIZE: int = shapes.IMAGE_SIZE
 # one real checkpoint per kind of model, offered in the catalog (tests check that each one is there)
 REAL_CLIP = "open_clip:ViT-B-16/openai"
 REAL_VIT = "hf:google/vit-base-patch16-224"

@@ -49,9 +49,13 @@ def trained_on(folder: Path) -> str:
     return f"{line}{f'; {score}' if score else ''}; it knows nothing else"
 
 
+# each kind of bundled model's main held-out figure in its training log (models/world/train_bundled.py), and its count
+MAIN_METRICS = (("zero_shot_top1", "zero_shot_n"), ("top1", "top1_n"))
+
+
 def held_out_top1(folder: Path) -> str | None:
     """The main held-out top-1 of a bundled model's training_log.json ("held-out top-1 97.5% of 720 images"), or
-    None where the log is missing or has no top-1 metric. The main metric is the shortest key holding "top1"."""
+    None where the log is missing or has none of :data:`MAIN_METRICS`."""
     import json
 
     try:
@@ -60,11 +64,11 @@ def held_out_top1(folder: Path) -> str | None:
         return None
     if not isinstance(metrics, dict):
         return None
-    keys = sorted((k for k, v in metrics.items() if "top1" in k and isinstance(v, (int, float))), key=len)
-    if not keys:
-        return None
-    count = metrics.get(f"{keys[0]}_n", metrics.get(keys[0].replace("top1", "n")))  # top1_n, or zero_shot_n
-    return f"held-out top-1 {metrics[keys[0]]:.1%}" + (f" of {count:,} images" if isinstance(count, int) else "")
+    for key, count_key in MAIN_METRICS:
+        if isinstance(metrics.get(key), (int, float)):
+            count = metrics.get(count_key)
+            return f"held-out top-1 {metrics[key]:.1%}" + (f" of {count:,} images" if isinstance(count, int) else "")
+    return None
 
 
 def _safetensors_parameters(directory: Path) -> int:

@@ -15,12 +15,11 @@ What is held out of training, so that evaluation measures generalisation and not
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from models.world import shapes
 from models.world.shapes import COLOURS, SHAPES, Example, ShapeObject
@@ -35,7 +34,6 @@ SIDE_RANGE: tuple[float, float] = (0.2, 0.47)  # a shape's box side as a fractio
 MIN_VISIBLE = 0.5  # an object keeps at least this share of its own pixels when a later one overlaps it
 _PLURALS = {"cross": "crosses"}
 _NUMBERS = {1: "one", 2: "two", 3: "three"}
-_SUPERSAMPLE = 4
 
 
 @dataclass
@@ -57,24 +55,16 @@ def trained_class_names() -> list[str]:
 @lru_cache(maxsize=8192)
 def rotated_alpha(shape: str, side: int, angle_degrees: int) -> np.ndarray:
     """Anti-aliased coverage (side, side) in [0, 1] of ``shape`` turned by a whole number of degrees about the box
-    centre (4x supersampled; the shape is scaled to fit its box at any angle, so nothing is clipped); cached."""
-    big = side * _SUPERSAMPLE
-    canvas = Image.new("L", (big, big), 0)
-    draw = ImageDraw.Draw(canvas)
-    if shape == "circle":
-        draw.ellipse([0, 0, big - 1, big - 1], fill=255)
-    else:
-        unit = shapes._outline(shape, 1.0)
-        theta = math.radians(angle_degrees)
-        cos, sin = math.cos(theta), math.sin(theta)
-        turned = [((x - 0.5) * cos - (y - 0.5) * sin, (x - 0.5) * sin + (y - 0.5) * cos) for x, y in unit]
-        reach = max(max(abs(x), abs(y)) for x, y in turned)  # half the side the turned outline needs
-        points = [((x / (2 * reach) + 0.5) * big, (y / (2 * reach) + 0.5) * big) for x, y in turned]
-        draw.polygon(points, fill=255)
-    pixels = np.asarray(canvas, dtype=np.float32).reshape(side, _SUPERSAMPLE, side, _SUPERSAMPLE)
-    alpha = pixels.mean(axis=(1, 3)) / 255.0
-    alpha.setflags(write=False)
-    return alpha
+    centre (the shape is scaled to fit its box at any angle, so nothing is clipped); cached."""
+    unit = shapes._outline(shape, 1.0)
+    if unit is None:  # the circle: every angle is the same
+        return shapes.coverage(None, side)
+    theta = math.radians(angle_degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    turned = [((x - 0.5) * cos - (y - 0.5) * sin, (x - 0.5) * sin + (y - 0.5) * cos) for x, y in unit]
+    reach = max(max(abs(x), abs(y)) for x, y in turned)  # half the side the turned outline needs
+    return shapes.coverage([((x / (2 * reach) + 0.5) * side, (y / (2 * reach) + 0.5) * side) for x, y in turned],
+                           side)
 
 
 @lru_cache(maxsize=16)
@@ -157,10 +147,6 @@ def relation(a: SceneObject, b: SceneObject) -> str | None:
     return None
 
 
-def _articles(text: str) -> str:
-    return re.sub(r"\ba (?=[aeiou])", "an ", text)
-
-
 def _noun_phrase(objects: list[SceneObject]) -> str:
     """"a red star", or "two red stars" for several of one class."""
     first = objects[0]
@@ -199,7 +185,7 @@ def scene_captions(objects: list[SceneObject], background_kind: str, image_size:
         if said is not None:
             captions += [f"a {a.colour} {a.shape} {said} a {b.colour} {b.shape}",
                          f"a {b.colour} {b.shape} {_INVERSE[said]} a {a.colour} {a.shape}"]
-    return [_articles(c) for c in captions]
+    return [shapes._articles(c) for c in captions]
 
 
 _INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
@@ -213,13 +199,13 @@ def colour_swapped_caption(objects: list[SceneObject]) -> str | None:
     a, b = objects[0], objects[1]
     if a.colour == b.colour or a.shape == b.shape:
         return None
-    return _articles(f"a {b.colour} {a.shape} and a {a.colour} {b.shape}")
+    return shapes._articles(f"a {b.colour} {a.shape} and a {a.colour} {b.shape}")
 
 
 def pair_caption(objects: list[SceneObject]) -> str:
     """The true caption the binding test compares against :func:`colour_swapped_caption`."""
     a, b = objects[0], objects[1]
-    return _articles(f"a {a.colour} {a.shape} and a {b.colour} {b.shape}")
+    return shapes._articles(f"a {a.colour} {a.shape} and a {b.colour} {b.shape}")
 
 
 # ---------------------------------------------------------------------------------------------------- scenes
@@ -243,7 +229,7 @@ def _draw_class(rng: np.random.Generator, split: str) -> tuple[str, str]:
 def make_scene(
     rng_or_seed: np.random.Generator | int | list[int],
     *,
-    image_size: int = 64,
+    image_size: int = shapes.IMAGE_SIZE,
     n_objects: int | None = None,
     classes: list[str] | None = None,
     background_kind: str | None = None,

@@ -41,6 +41,7 @@ POSITIONS: dict[str, tuple[float, float]] = {  # centre (x, y) as fractions of t
 }
 BACKGROUNDS: tuple[str, ...] = ("plain", "noise", "stripes", "texture")
 
+IMAGE_SIZE = 64  # the side of the world's images (what the bundled models were trained on)
 TRAIN_SEED_START = 10**9
 # Mean and std of the dataset's RGB pixels in [0, 1] (measured on 4,000 images); the bundled models normalise with it.
 PIXEL_MEAN: tuple[float, float, float] = (0.50, 0.485, 0.47)
@@ -152,21 +153,26 @@ def _outline(shape: str, side: float) -> list[tuple[float, float]] | None:
     return [(x * side, y * side) for x, y in points]
 
 
-@lru_cache(maxsize=1024)
-def shape_alpha(shape: str, side: int) -> np.ndarray:
-    """Anti-aliased coverage (side, side) float32 in [0, 1] of a shape, by 4x supersampling; cached."""
+def coverage(points: list[tuple[float, float]] | None, side: int) -> np.ndarray:
+    """Anti-aliased, read-only coverage (side, side) float32 in [0, 1] of a polygon given in a ``side`` x ``side``
+    box (None: the inscribed circle), drawn 4x supersampled and area-averaged back."""
     big = side * _SUPERSAMPLE
     canvas = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(canvas)
-    points = _outline(shape, big)
     if points is None:
         draw.ellipse([0, 0, big - 1, big - 1], fill=255)
     else:
-        draw.polygon(points, fill=255)
+        draw.polygon([(x * _SUPERSAMPLE, y * _SUPERSAMPLE) for x, y in points], fill=255)
     pixels = np.asarray(canvas, dtype=np.float32).reshape(side, _SUPERSAMPLE, side, _SUPERSAMPLE)
     alpha = pixels.mean(axis=(1, 3)) / 255.0
     alpha.setflags(write=False)
     return alpha
+
+
+@lru_cache(maxsize=1024)
+def shape_alpha(shape: str, side: int) -> np.ndarray:
+    """Anti-aliased coverage (side, side) float32 in [0, 1] of an upright shape; cached."""
+    return coverage(_outline(shape, side), side)
 
 
 @lru_cache(maxsize=16)
@@ -283,7 +289,7 @@ def _pick(rng: np.random.Generator, options, given):
 def make_example(
     rng_or_seed: np.random.Generator | int | list[int],
     *,
-    image_size: int = 64,
+    image_size: int = IMAGE_SIZE,
     two_objects_prob: float = 0.2,
     n_objects: int | None = None,
     shape: str | None = None,
@@ -369,7 +375,7 @@ def make_dataset(
     seed: int,
     *,
     two_objects_prob: float = 0.2,
-    image_size: int = 64,
+    image_size: int = IMAGE_SIZE,
     balanced: bool = False,
     **fixed: str,
 ) -> list[Example]:
@@ -408,7 +414,7 @@ def _motif_texture(shape: str, size: int, motif: int, rng: np.random.Generator) 
 def make_cue_conflict_example(
     rng_or_seed: np.random.Generator | int | list[int],
     *,
-    image_size: int = 64,
+    image_size: int = IMAGE_SIZE,
     shape_label: str | None = None,
     texture_label: str | None = None,
     colour: str | None = None,
@@ -452,7 +458,7 @@ def make_cue_conflict_example(
     )
 
 
-def make_cue_conflict(n: int, seed: int, *, image_size: int = 64) -> list[CueConflictExample]:
+def make_cue_conflict(n: int, seed: int, *, image_size: int = IMAGE_SIZE) -> list[CueConflictExample]:
     """``n`` cue-conflict examples, cycling through all 30 (shape, texture) pairs and the colours in turn."""
     pairs = [(a, b) for a in SHAPES for b in SHAPES if a != b]
     colours = list(COLOURS)

@@ -250,19 +250,21 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     return loss, accuracy
 
 
-def hard_negatives(examples: list[shapes.Example]) -> tuple[list[str], list[str]]:
-    """For each scene whose first two objects differ in colour and shape: its true "a X and a Y" caption (used
-    as that scene's caption this step) and the colour-swapped one as a hard negative (which teaches binding)."""
-    positives, negatives = [], []
+HARD_NEGATIVE_SHARE = 0.7  # the share of eligible scenes whose step caption is the pair caption with its swap
+
+
+def step_captions(examples: list[shapes.Example], rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Each scene's caption for one step, and the step's hard negatives: a scene picked by ``rng`` (one draw per
+    scene, share HARD_NEGATIVE_SHARE) whose first two objects differ in colour and shape is captioned "a X and a Y",
+    and its colour-swapped caption becomes a negative text (which teaches binding); other scenes keep their own."""
+    captions, negatives = [], []
     for example in examples:
-        swapped = scenes.colour_swapped_caption(example.objects)
-        positives.append(scenes.pair_caption(example.objects) if swapped is not None else example.caption)
+        picked = rng.random() < HARD_NEGATIVE_SHARE
+        swapped = scenes.colour_swapped_caption(example.objects) if picked else None
+        captions.append(scenes.pair_caption(example.objects) if swapped is not None else example.caption)
         if swapped is not None:
             negatives.append(swapped)
-    return positives, negatives
-
-
-HARD_NEGATIVE_SHARE = 0.7  # the share of eligible scenes whose step caption is the pair caption with its swap
+    return captions, negatives
 
 
 def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, bf16: bool) -> dict:
@@ -273,11 +275,7 @@ def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, b
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         examples = training_batch(seed, step, recipe)
-        rng = np.random.default_rng([seed, step, 7])
-        chosen = [e for e in examples if rng.random() < HARD_NEGATIVE_SHARE]
-        pair_captions, negatives = hard_negatives(chosen)
-        paired = dict(zip(map(id, chosen), pair_captions, strict=True))
-        captions = [paired.get(id(e), e.caption) for e in examples]
+        captions, negatives = step_captions(examples, np.random.default_rng([seed, step, 7]))
         with autocast(device, bf16):
             image_features = model.encode_image(to_pixels([e.image for e in examples], device))
             text_features = model.encode_text(tokenizer(captions + negatives).to(device)).float()
