@@ -22,7 +22,18 @@ from pathlib import Path
 
 import torch
 
-from benchmarks import app_latency, capture_overhead, embedding_space, gpu, payload, projection, view_latency
+from benchmarks import (
+    app_latency,
+    capture_overhead,
+    embed_engines,
+    embedding_space,
+    gpu,
+    map_scale,
+    payload,
+    projection,
+    sweep,
+    view_latency,
+)
 from benchmarks.report import machine_info, machine_line, table, verdict
 
 CAPTURE_GOALS = {"resid_post (all blocks)": {1: 1.10, "other": 1.05}, "attn.pattern (all layers)": 1.35}
@@ -51,7 +62,14 @@ class Plan:
     gpu_repeats: int
     capture_batches: list[int] = field(default_factory=lambda: [1, 32])
     embed_batch: int = 64
+    engine_images: int = 2048      # embed_engines: the Ray engine against the single process
+    engine_batch: int = 64
+    engine_shard: int = 512
     app_levels: list[int] = field(default_factory=lambda: [1, 8])
+    sweep_models: list[str] = field(default_factory=lambda: ["bundled:mini-clip"])
+    map_points: list[int] = field(default_factory=lambda: [10_000, 100_000, 1_000_000])
+    map_browser: bool = True
+    map_umap: bool = True
 
 
 def plan(quick: bool, device: str) -> Plan:
@@ -64,7 +82,8 @@ def plan(quick: bool, device: str) -> Plan:
                     capture_repeats=1,
                     view_models=["bundled:mini-clip"], cnn_models=["bundled:mini-cnn"], view_repeats=2,
                     embed_models=["bundled:mini-clip"], embed_images=64, embed_repeats=1, projection_points=[1000],
-                    payload_sizes=payload.QUICK, app_rounds=1, app_idle_timeout=0.0, gpu_repeats=3)
+                    payload_sizes=payload.QUICK, app_rounds=1, app_idle_timeout=0.0, gpu_repeats=3,
+                    map_points=[5_000], map_browser=False, map_umap=False)
     return Plan(quick=False, device=device,
                 capture_models=["torchvision:vit_b_16/none", "timm:vit_base_patch16_224/none", *bundled],
                 capture_dtypes=dtypes, capture_repeats=7,
@@ -167,12 +186,27 @@ def embedding_markdown(section: dict) -> str:
                      "goal", "pass/miss"], rows))
 
 
+def engines_section(p: Plan) -> dict:
+    images, batch, shard = (64, 16, 32) if p.quick else (p.engine_images, p.engine_batch, p.engine_shard)
+    report = embed_engines.measure("bundled:mini-clip", images, batch, shard, p.device)
+    command = (f"python -m benchmarks.embed_engines --images {images} --batch-size {batch} --shard-size {shard} "
+               f"--device {p.device}")
+    return {"command": command, **report}
+
+
 def projection_section(p: Plan) -> dict:
     after = not p.quick  # one more fresh process per point count: left out of the quick run
     results = [projection.measure(n, after_warm_up=after) for n in p.projection_points]
     command = (f"python -m benchmarks.projection --points {' '.join(map(str, p.projection_points))}"
                + (" --after-warm-up" if after else ""))
     return {"command": command, "results": results, "rows": projection.rows(results)}
+
+
+def map_scale_section(p: Plan) -> dict:
+    results = [map_scale.measure(n, browser=p.map_browser, umap=p.map_umap) for n in p.map_points]
+    command = (f"python -m benchmarks.map_scale --points {' '.join(map(str, p.map_points))}"
+               + ("" if p.map_browser else " --no-browser") + ("" if p.map_umap else " --no-umap"))
+    return {"command": command, "results": results}
 
 
 def payload_section(p: Plan) -> dict:
@@ -194,6 +228,13 @@ def gpu_section(p: Plan) -> dict:
     return {"command": command, **report}
 
 
+def sweep_section(p: Plan) -> dict:
+    repeats = 2 if p.quick else 5
+    reports = [sweep.measure(model_id, repeats, p.device) for model_id in p.sweep_models]
+    return {"command": f"python -m benchmarks.sweep --models {' '.join(p.sweep_models)} --repeats {repeats} "
+                       f"--device {p.device}", "reports": reports}
+
+
 Section = tuple[str, str, Callable[[Plan], dict], Callable[[dict], str]]
 SECTIONS: list[Section] = [
     ("capture_overhead", "Hook overhead: capture vs the bare forward", capture_section, capture_markdown),
@@ -201,12 +242,18 @@ SECTIONS: list[Section] = [
      views_section, views_markdown),
     ("embedding_throughput", "Embedding throughput end to end (decoding included) vs the bare batched forward",
      embedding_section, embedding_markdown),
+    ("embed_engines", "Bulk embedding engines: Ray Data vs the single process, images/s on the same files",
+     engines_section, embed_engines.markdown),
     ("projection", "UMAP and PCA to 2-D: cold (fresh process) and warm", projection_section,
      lambda s: projection.markdown(s["results"])),
+    ("map_scale", "The WebGL map at scale: bytes per point, first draw, projection, neighbour queries",
+     map_scale_section, lambda s: map_scale.markdown(s["results"])),
     ("payload", "Figure payloads: bytes sent to the browser", payload_section, payload.markdown),
     ("app_latency", "App latency through the HTTP API: 1 and 8 concurrent clients", app_section,
      app_latency.markdown),
     ("gpu", "GPU: bulk-embedding images/s and MFU at batch 256", gpu_section, gpu.markdown),
+    ("head_sweep", "Head-importance sweep: batched vs one head per forward (goal: mini-clip within 2 s)",
+     sweep_section, sweep.markdown),
 ]
 
 

@@ -14,7 +14,9 @@ from models.errors import (
                            CaptureError,
                            ClipscopeModelError,
                            ModelIdError,
+                           ModelNotAllowedError,
                            ModelUnavailableOfflineError,
+                           PickledWeightsError,
                            UnknownArchitectureError,
 )
 from models.model_ids import ModelId, parse_model_id
@@ -24,6 +26,7 @@ from models.world import bundled_eval, shapes
 
 __all__ = [
     "ActivationCache", "CLIPAdapter", "CNNAdapter", "Capture", "CaptureError", "ClipscopeModelError", "ModelAdapter",
-    "ModelId", "ModelIdError", "ModelUnavailableOfflineError", "Preprocess", "UnknownArchitectureError", "ViTAdapter",
-    "bundled_eval", "bundled_eval", "clear_cache", "load_model", "parse_model_id", "shapes", "shapes",
+    "ModelId", "ModelIdError", "ModelNotAllowedError", "ModelUnavailableOfflineError", "PickledWeightsError",
+    "Preprocess", "UnknownArchitectureError", "ViTAdapter", "bundled_eval", "clear_cache", "load_model",
+    "parse_model_id", "shapes",
 ]

@@ -30,3 +30,11 @@ class CaptureError(ClipscopeModelError, KeyError):
 
 class ModelOutOfMemoryError(ClipscopeModelError, RuntimeError):
     """Even one image at a time does not fit in the device's memory."""
+
+
+class ModelNotAllowedError(ClipscopeModelError, PermissionError):
+    """The app was started with a locked model list (``--lock-models``) and this id is not on it."""
+
+
+class PickledWeightsError(ClipscopeModelError, ValueError):
+    """A local folder holds its weights only as pickles (.bin, .pt, .pth, .ckpt, .pkl), which clipscope refuses."""

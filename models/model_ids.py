@@ -10,6 +10,8 @@ from pathlib import Path
 
 from models.errors import ModelIdError
 
+LOCAL_DIR_PREFIX = "local-dir:"  # how open_clip and timm ids name a folder on disk: open_clip:local-dir:/path
+
 
 def _backends() -> dict:
     from models.backends import BACKENDS
@@ -29,6 +31,12 @@ class ModelId:
     def is_local(self) -> bool:
         """True when the weights come from a path on this machine (no download involved)."""
         return _backends()[self.backend].is_local(self.name)
+
+    @property
+    def local_folder(self) -> Path | None:
+        """The folder on this machine the weights are read from, if the id names one."""
+        path = Path(self.name.removeprefix(LOCAL_DIR_PREFIX)).expanduser()
+        return path if path.is_dir() else None
 
 
 def id_forms() -> list[str]:

@@ -11,6 +11,7 @@ from models.adapters.base import ModelAdapter
 from models.backends import BACKENDS
 from models.devices import best_device, resolve_dtype
 from models.model_ids import parse_model_id
+from models.weight_files import refuse_pickled_weights
 
 _cache: OrderedDict[tuple, ModelAdapter] = OrderedDict()
 DEFAULT_DEVICE: str | None = None  # set by the app's --device; None means the best available
@@ -35,10 +36,12 @@ def load_model(model_id: str, device: str | torch.device | None = None,
                dtype: str | torch.dtype | None = None) -> ModelAdapter:
     """Load a CLIP, ViT or CNN model by id and wrap it in its family adapter; cached per (id, device, dtype).
 
-    Raises ModelIdError, UnknownArchitectureError or ModelUnavailableOfflineError with a message that says what
-    to do.
+    Raises ModelIdError, UnknownArchitectureError, PickledWeightsError or ModelUnavailableOfflineError with a
+    message that says what to do.
     """
     parsed = parse_model_id(model_id)
+    if parsed.local_folder is not None:
+        refuse_pickled_weights(parsed.local_folder)
     resolved_device = best_device(device if device is not None else DEFAULT_DEVICE)
     resolved_dtype = resolve_dtype(dtype if dtype is not None else DEFAULT_DTYPE)
     key = (parsed.backend, parsed.name, str(resolved_device), str(resolved_dtype))

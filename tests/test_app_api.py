@@ -60,6 +60,7 @@ def _calls(files) -> dict[str, tuple]:
     image = handle_file(str(files["normal"]))
     return {
         "/describe_model": ("bundled:mini-vit",),
+        "/model_copy_python": ("bundled:mini-vit",),
         "/attention_analyse": ("bundled:mini-clip", image, 1, "mean", 1.0),
         "/attention_view": (2, "max", 0.5),
         "/attention_rollout": ("mean", 0.2),
@@ -68,9 +69,13 @@ def _calls(files) -> dict[str, tuple]:
         "/attention_windows": (files["swin"], image, None, 0, "mean"),
         "/attention_window_stage": (1, 0, "mean"),
         "/attention_window_view": (1, 1, "head 0", 2, 2),
+        "/attention_query": (1, "mean", 1.0, 5),
+        "/attention_copy_python": ("bundled:mini-clip", "upload", 1, "mean", 1.0, "mean", 0.2),
         "/mean_attention_distance": ("bundled:mini-vit",),
         "/patches_analyse": ("bundled:mini-vit", image, 1),
         "/patches_layer": (2,),
+        "/patches_query": (2, 3),
+        "/patches_copy_python": ("upload", 2),
         "/cnn_analyse": ("bundled:mini-cnn", image, ""),
         "/cnn_feature_maps": ("stages.1", "top-k by mean activation", 8, "", "per layer"),
         "/cnn_filters": (),
@@ -78,6 +83,8 @@ def _calls(files) -> dict[str, tuple]:
         "/cnn_receptive_field": ("stages.1",),
         "/cnn_cam": ("Grad-CAM", "stages.2", files["label"]),
         "/cnn_probes": ("bundled:mini-cnn", image, "bundled:mini-vit", 4),
+        "/cnn_copy_python": ("upload", "stages.1", "top-k by mean activation", 8, "", "per layer", "stages.1",
+                             "Grad-CAM", "stages.2", files["label"]),
         "/zero_shot_classify": ("bundled:mini-clip", image, ", ".join(CLASSES[:8] + [files["label"]]), *ZERO_SHOT),
         "/softmax_sliders": (*[1.0] * 8, 0.0),
         "/softmax_reset": (),
@@ -86,9 +93,24 @@ def _calls(files) -> dict[str, tuple]:
                              "a photo of a {}.", "PCA", "label", False, True),
         "/embedding_view": ("PCA", "modality", True, False),
         "/embedding_search": ("a red circle", 4, "PCA", "label", False, True),
+        "/embedding_clusters": ("red, blue, green", "PCA", "label", False, True),
+        "/embedding_filter": ("label", "red", "PCA", "label", False, True),
         "/embedding_point": (3,),
         "/embedding_evaluate": (),
         "/embedding_table": ("Parquet",),
+        "/decomposition_score": ("bundled:mini-clip", image, "a red circle", -1, 0),
+        "/decomposition_head": ("bundled:mini-clip", image, "a red circle", 2, 1),
+        "/decomposition_ablation": ("bundled:mini-clip", 12),
+        "/decomposition_text_span": ("bundled:mini-clip", "", 2, 3, "", 12),
+        "/poke_parts": ("transformer or CLIP picker", "bundled:mini-clip", "bundled:mini-cnn"),
+        "/poke_ablate": ("transformer or CLIP picker", "bundled:mini-clip", "bundled:mini-cnn", image,
+                         ["blocks.3.attn.head.0"], ["blocks.1.mlp_out"], "", "zero", 8, "red circle, blue star", 5),
+        "/poke_sweep": ("transformer or CLIP picker", "bundled:mini-clip", "bundled:mini-cnn", image, "", "zero", 8,
+                        "red circle, blue star"),
+        "/poke_patch": ("transformer or CLIP picker", "bundled:mini-clip", "bundled:mini-cnn", image, None, 777_000, 1,
+                        "prefix", 0, 0, 0.5, 0.5, "red circle, blue star", 5),
+        "/compare": (image, "bundled:mini-clip", "attention.query", "layer=1, head=0", "bundled:mini-clip",
+                     "attention.query", "layer=1, head=1"),
     }
 
 
@@ -110,6 +132,9 @@ def test_every_endpoint_answers_a_normal_request(app_url, files):
                           None, None, None, None, None, api_name="/attention_export")
     text = open(page, encoding="utf-8").read()
     assert text.count("<h2>") == 7 and "<h2>Attention of the query</h2>" in text
+    # named after model and tab, with its provenance, plotly.js inside once (compressed)
+    assert page.endswith("clipscope_mini-clip_attention.html") and text.count("id='plotlyjs'") == 1
+    assert "id='clipscope-provenance'" in text and "attention.query" in text and len(text) < 3_000_000
 
 
 BAD_IMAGES = {"corrupt": "Cannot read the upload as an image", "bomb": "too many pixels"}
@@ -146,6 +171,18 @@ def test_bad_text_and_model_ids_get_messages(app_url, files):
         with pytest.raises(Exception, match="(?i)unknown|no bundled|not"):
             client.predict(*args, api_name=endpoint)
     assert client.predict("bundled:mini-cnn", image, "", api_name="/cnn_analyse")
+
+
+def test_labels_in_a_script_the_tokenizer_lacks_are_named_in_the_answer(app_url, files):
+    client = Client(app_url, verbose=False)
+    image = handle_file(str(files["normal"]))
+    result = client.predict("bundled:mini-clip", image, "красный круг, синий квадрат, red circle", *ZERO_SHOT,
+                            api_name="/zero_shot_classify")
+    assert "bundled:mini-clip's tokenizer does not cover the Cyrillic script: 2 of 3 text(s)" in result[1]
+    assert "“красный круг”" in result[1] and "“red circle”" not in result[1]
+    english = client.predict("bundled:mini-clip", image, "red circle, blue square", *ZERO_SHOT,
+                             api_name="/zero_shot_classify")
+    assert "does not cover" not in english[1]
 
 
 def test_eight_clients_in_parallel_each_get_their_own_results(app_url, tmp_path):

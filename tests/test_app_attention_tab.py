@@ -161,7 +161,7 @@ def test_window_attention_per_stage_of_a_swin(app_url, tmp_path, tiny_swin):
     assert [t["type"] for t in figure["data"]] == ["image", "heatmap", "scatter"]
     assert figure["data"][2]["name"] == "window" and figure["data"][2]["mode"] == "lines"
     assert len(figure["data"][2]["x"]) == 16 * 3   # a 4x4 window unshifted: 16 unit edges, each x0, x1, None
-    assert _title(overlay).startswith("stage 0, block 0 (window), head mean: where cell (8, 8) looks")
+    assert _title(overlay).startswith("stage 0, block 0 (window), mean over heads: where cell (8, 8) looks")
     assert "16 cells" in info and "grid 16x16" in info
     assert len(_plot(heads)["layout"]["annotations"]) == 2 and "stage 0, block 0" in _title(heads)
     table = _plot(stages)["data"][0]
@@ -170,12 +170,12 @@ def test_window_attention_per_stage_of_a_swin(app_url, tmp_path, tiny_swin):
     # another stage keeps the query's place in the image, at that stage's resolution; block and head are kept
     block, head, row, col, overlay, heads, info = client.predict(2, 1, "head 1", api_name="/attention_window_stage")
     assert (_value(block), _value(head), row["maximum"], _value(row), _value(col)) == (1, "head 1", 3, 2, 2)
-    assert _title(overlay).startswith("stage 2, block 1 (window), head head 1: where cell (2, 2) looks")
+    assert _title(overlay).startswith("stage 2, block 1 (window), head 1: where cell (2, 2) looks")
     assert "grid 4x4" in info and "stage 2, block 1" in _title(heads)
 
     # block, head and query cell by row / col (shifted windows wrap: the window need not be one square)
     block, head, row, col, overlay, heads, info = client.predict(1, 1, "max", 0, 3, api_name="/attention_window_view")
-    assert _title(overlay).startswith("stage 1, block 1 (shifted window), head max: where cell (0, 3) looks")
+    assert _title(overlay).startswith("stage 1, block 1 (shifted window), max over heads: where cell (0, 3) looks")
     heat = _plot(overlay)["data"][1]
     assert heat["type"] == "heatmap" and (_value(row), _value(col)) == (0, 3)
     assert "cell (0, 3)" in _title(heads)
@@ -188,7 +188,7 @@ def test_window_attention_per_stage_of_a_swin(app_url, tmp_path, tiny_swin):
     result = _select(client, IMAGE_LABEL, "Window attention of the query cell", [1, 0, "mean"], (100, 30))
     block, head, row, col, overlay, heads, info = result
     assert (_value(row), _value(col)) == expected
-    assert f"stage 1, block 0 (window), head mean: where cell {expected} looks" in _title(overlay)
+    assert f"stage 1, block 0 (window), mean over heads: where cell {expected} looks" in _title(overlay)
     # the stage changes, the clicked place stays: stage 0 has twice the resolution
     block, head, row, col, overlay, heads, info = client.predict(0, 0, "mean", api_name="/attention_window_stage")
     assert (_value(row), _value(col)) == (int(y * 16 / 64), int(x * 16 / 64))
@@ -210,3 +210,32 @@ def test_window_attention_per_stage_of_a_swin(app_url, tmp_path, tiny_swin):
     assert "one token grid" in result[7] and result[5] is None
     with pytest.raises(Exception, match="one token grid"):
         client.predict(0, 0, "mean", 0, 0, api_name="/attention_window_view")
+
+
+def _fire(client: Client, target_label: str, event: str, output_label: str, data: list, event_data: dict):
+    """Fire a browser event (``event``) of a component for the dependency that draws ``output_label``."""
+    target, output = _component(client, target_label), _component(client, output_label)
+    fn_index = next(i for i, dep in enumerate(client.config["dependencies"])
+                    if [target, event] in [list(t) for t in dep["targets"]] and output in dep["outputs"])
+    return client.endpoints[fn_index].make_predict(client.new_helper(fn_index))(*data, event_data=event_data,
+                                                                                 trigger_id=target)
+
+
+def test_a_click_on_the_overlay_or_the_patch_grid_picks_that_patch_and_on_the_heads_that_head(app_url, tmp_path):
+    path = tmp_path / "shape.png"
+    shapes.make_dataset(1, seed=3)[0].image.save(path)
+    client = Client(app_url, verbose=False)
+    client.predict("bundled:mini-vit", handle_file(str(path)), 1, "mean", 1.0, api_name="/attention_analyse")
+    overlay_label, grid_label = "Attention of the query (click a patch)", "Patch grid (click a patch)"
+    # mini-vit: 64 px input, 8x8 patches of 8 px, CLS first; the heatmap reports a cell's centre
+    overlay, heads, steps, info, query = _fire(client, overlay_label, "click", overlay_label, [1, "mean", 1.0],
+                                               {"x": 5.5 * 8, "y": 2.5 * 8, "trace": 1})
+    assert query == 1 + 2 * 8 + 5 and "patch (2, 5)" in info
+    assert "where patch (2, 5) looks" in json.loads(overlay)["layout"]["title"]["text"]
+    # the patch grid is the image itself: a pixel lands in the patch that holds it
+    *_, info, query = _fire(client, grid_label, "click", overlay_label, [1, "mean", 1.0], {"x": 63, "y": 0})
+    assert query == 1 + 7 and "patch (0, 7)" in info
+    # the head mosaic: 4 heads in 2 columns of 8x8 tiles with a 1-cell gap; (x=12, y=10) is head 3's (1, 3)
+    (head,) = _fire(client, "All heads (click one to pick it)", "click", "Head (or fusion; click a head in the grid)",
+                    [], {"x": 12, "y": 10})
+    assert _value(head) == "head 3"

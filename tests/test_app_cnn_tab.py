@@ -81,6 +81,9 @@ def test_bad_inputs_get_messages_and_the_server_keeps_serving(app_url, image_pat
         client.predict("stages.0", "chosen channels", 8, "999", "per unit", api_name="/cnn_feature_maps")
     with pytest.raises(Exception, match="channel numbers"):
         client.predict("stages.0", "chosen channels", 8, "one, two", "per unit", api_name="/cnn_feature_maps")
+    # "chosen channels" ticked before any is typed: the top k, not an error
+    untyped = _figure(client.predict("stages.0", "chosen channels", 4, "", "per unit", api_name="/cnn_feature_maps"))
+    assert len(untyped["layout"]["annotations"]) == 4 and "top channels" in untyped["layout"]["title"]["text"]
     with pytest.raises(Exception, match="Unknown class"):
         client.predict("Grad-CAM", "stages.2", "a purple unicorn", api_name="/cnn_cam")
     summary = client.predict("bundled:mini-clip", handle_file(str(image_path)), "a red star\na blue circle",

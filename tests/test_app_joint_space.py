@@ -11,11 +11,13 @@ import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
 
+from benchmarks.map_scale import write_synthetic_output
 from models import load_model, shapes
 from models.embed import embed_folder_to_parquet
 from models.world import scenes
 
 VIEW = ["UMAP", "label", False, True]
+BIG = 20_000   # rows of the synthetic models.embed output (benchmarks/map_scale.py opens 100k and 1M)
 PROCEDURAL = "procedural shapes (images + captions)"
 FOLDER = "folder on the server"
 OUTPUT = "models.embed output folder"
@@ -28,6 +30,7 @@ def served(tmp_path_factory):
     shapes.export_folder(scenes.make_scenes(60, seed=884_001, balanced=True), allowed / "labelled")  # 2 a class
     (allowed / "empty" / "nothing").mkdir(parents=True)
     embed_folder_to_parquet(load_model("bundled:mini-clip", device="cpu"), allowed / "labelled", allowed / "output")
+    write_synthetic_output(allowed / "big", BIG, dims=128)   # mini-clip's joint space is 128-d
     outside = tmp_path_factory.mktemp("outside")
     shapes.export_folder(shapes.make_dataset(6, seed=884_002), outside)
     with pytest.MonkeyPatch.context() as patch:
@@ -178,22 +181,27 @@ def test_similarity_matrix_of_procedural_pairs_and_of_uploads(client, tmp_path):
 
 
 def test_without_captions_the_gap_is_not_measured_and_the_tab_says_why(client):
-    _, info, gap = client.predict("bundled:mini-clip", "example photos", 10, 0, None, "", "cat, red circle",
+    _, _, info, gap = client.predict("bundled:mini-clip", "example photos", 10, 0, None, "", "cat, red circle",
                                   "a photo of a {}.", "PCA", "modality", False, True, api_name="/embedding_embed")
     assert "No image has a caption, so the modality gap is not measured" in info and gap is None
     assert "Modality gap ‖" not in info
 
 
-def _map(html: str) -> dict:
-    view = json.loads(html)
+def _html(output) -> str:
+    """A map component's value: the JSON string, also when it came as an update that shows or hides the map."""
+    return output["value"] if isinstance(output, dict) else output
+
+
+def _map(html) -> dict:
+    view = json.loads(_html(html))
     assert len(view["token"]) >= 16
     return view["figure"]
 
 
 def test_embedding_map_search_point_gap_and_cache(client):
-    html, info, gap = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.",
-                                     *VIEW, api_name="/embedding_embed")
-    assert len(html) < 2 * 2**20
+    html, webgl, info, gap = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "",
+                                            "a photo of a {}.", *VIEW, api_name="/embedding_embed")
+    assert len(_html(html)) < 2 * 2**20 and webgl["visible"] is False   # 60 images: Plotly, the WebGL map hidden
     fig = _map(html)
     assert {trace["type"] for trace in fig["data"]} == {"scattergl"}
     ids = np.concatenate([values(t["customdata"]) for t in fig["data"] if t["mode"] == "markers"])
@@ -206,13 +214,13 @@ def test_embedding_map_search_point_gap_and_cache(client):
 
     again = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.", *VIEW,
                            api_name="/embedding_embed")
-    assert "(60 from the embedding cache" in again[1]
+    assert "(60 from the embedding cache" in again[2]
 
-    pca = _map(client.predict("PCA", "modality", True, False, api_name="/embedding_view"))
+    pca = _map(client.predict("PCA", "modality", True, False, api_name="/embedding_view")[0])
     assert "PCA" in pca["layout"]["title"]["text"] and "modality means removed" in pca["layout"]["title"]["text"]
-    assert [t["name"] for t in pca["data"]] == ["images", "captions", "class prompts"]
+    assert [t["name"] for t in pca["data"] if t["mode"] == "markers"] == ["captions", "class prompts", "images"]
 
-    html, gallery, note = client.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
+    html, _, gallery, note = client.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
     red_circles = sum(e.label == "red circle" for e in shapes.make_dataset(60, seed=884_005))
     assert len(gallery) == 3 and red_circles >= 1
     assert all("red circle" in item["caption"] for item in gallery[:min(3, red_circles)]), gallery
@@ -233,14 +241,14 @@ def test_embedding_map_search_point_gap_and_cache(client):
 def test_folders_are_read_only_inside_the_allowed_ones(client, served):
     allowed, outside = served["allowed"], served["outside"]
     args = ("", "a photo of a {}.", "PCA", "zero-shot prediction", False, True)
-    html, info, _ = client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / "labelled"), *args,
+    html, _, info, _ = client.predict("bundled:mini-clip", FOLDER, 10, 0, None, str(allowed / "labelled"), *args,
                                    api_name="/embedding_embed")
     assert "60 images embedded" in info and "30 class prompts" in info
     summary, _, _ = client.predict(api_name="/embedding_evaluate")
     top1 = float(summary.split("top-1 **")[1].split("%")[0])
     assert top1 >= 55.0, summary  # chance over the 30 labels: 3.3%; mini-clip measures 73% on such scenes
 
-    _, info, _ = client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(allowed / "output"), *args,
+    _, _, info, _ = client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(allowed / "output"), *args,
                                 api_name="/embedding_embed")
     assert "Read 60 image" in info and "from disk" in info
 
@@ -263,7 +271,57 @@ def test_folders_are_read_only_inside_the_allowed_ones(client, served):
     fresh = Client(client.src, verbose=False)
     with pytest.raises(Exception, match="Press Embed first"):
         fresh.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
-    assert client.predict("a blue star", 2, *VIEW, api_name="/embedding_search")[1]   # still serving
+    assert client.predict("a blue star", 2, *VIEW, api_name="/embedding_search")[2]   # still serving
+
+
+def _fetch(base_url: str, path: str) -> bytes:
+    """GET ``path`` (a map's array, "/clipscope/blob/...") from the app at ``base_url``."""
+    import urllib.request
+
+    with urllib.request.urlopen(base_url.rstrip("/") + path, timeout=60) as response:
+        return response.read()
+
+
+def test_a_20k_row_models_embed_output_opens_on_the_webgl_map(client, served):
+    args = ("", "a photo of a {}.", "PCA", "label", False, True)
+    _, webgl, info, _ = client.predict("bundled:mini-clip", OUTPUT, 10, 0, None, str(served["allowed"] / "big"),
+                                       *args, api_name="/embedding_embed")
+    assert f"Read {BIG:,}".replace(",", "") in info.replace(",", "") and "36 class prompts" in info
+    view = json.loads(_html(webgl))
+    assert len(_html(webgl)) < 2 * 2**20 and "drawn with WebGL" in view["title"] and "PCA" in view["title"]
+    points = _fetch(served["url"], view["points_url"])
+    colours = _fetch(served["url"], view["colours_url"])
+    n = BIG + 36
+    assert len(points) == 9 * n and len(colours) == n and (len(points) + len(colours)) / n <= 12
+    legend = dict(view["legend"])
+    assert set(legend) == set(shapes.class_names())
+    assert np.argmax([int(legend["red heart"][i:i + 2], 16) for i in (1, 3, 5)]) == 0     # red is drawn red
+    assert view["labels"] and all(label["text"].startswith("a photo of") for label in view["labels"])
+    assert view["contours"] and view["texts_first"]
+
+    _, recoloured = client.predict("PCA", "modality", False, True, api_name="/embedding_view")
+    again = json.loads(_html(recoloured))
+    assert len(_html(recoloured)) < 2 * 2**20 and again["points_url"] == view["points_url"]   # points not resent
+    assert [name for name, _ in again["legend"]] == ["images", "class prompts"]
+    assert len(_fetch(served["url"], again["colours_url"])) == n
+
+    _, found, gallery, note = client.predict("a red circle", 5, "PCA", "label", False, True,
+                                             api_name="/embedding_search")
+    highlighted = json.loads(_html(found))["highlight"]
+    assert len(_html(found)) < 2 * 2**20 and len(highlighted) == 5 and "exact search (torch)" in note
+    _, named = client.predict("red, green, blue", "PCA", "label", False, True, api_name="/embedding_clusters")
+    assert {label["text"] for label in json.loads(_html(named))["labels"]} <= {"red", "green", "blue"}
+    _, text = client.predict(highlighted[0], api_name="/embedding_point")
+    assert f"**image {highlighted[0]}**" in text
+
+    _, shown = client.predict("label", "red heart", "PCA", "label", False, True, api_name="/embedding_filter")
+    filtered = json.loads(_html(shown))
+    mask = np.frombuffer(_fetch(served["url"], filtered["filter_url"]), dtype=np.uint8)
+    red_hearts = int((np.arange(BIG) % 36 == shapes.class_names().index("red heart")).sum())   # rows cycle classes
+    assert len(mask) == n and mask.sum() == red_hearts + 1      # its images and its class prompt
+    assert "whose label contains “red heart”" in filtered["note"]
+    with pytest.raises(Exception, match="No point has"):
+        client.predict("label", "no such label", "PCA", "label", False, True, api_name="/embedding_filter")
 
 
 @pytest.mark.browser
@@ -275,14 +333,20 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
         browser = p.chromium.launch(executable_path=chromium, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(served["url"])
-        page.get_by_role("tab", name="Embedding space").click()
-        page.get_by_role("button", name="Embed", exact=True).click()
+        embed = page.get_by_role("button", name="Embed", exact=True)
+        for _ in range(40):   # a click on the tab while the first view loads may be dropped: click until it opens
+            page.get_by_role("tab", name="Embedding space").click()
+            page.wait_for_timeout(500)
+            if embed.is_visible():
+                break
+        embed.click()
         page.wait_for_function("document.querySelector('.cs-map .main-svg') !== null", timeout=120_000)
         page.locator(".cs-map").scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         x, y, index = page.evaluate("""() => {
             const graph = document.querySelector('.cs-map');
-            const trace = graph._fullData.find(t => t.mode === 'markers');
+            const trace = graph._fullData.find(t => t.mode === 'markers'
+                && !['captions', 'class prompts'].includes(t.name));   // an image trace (texts drawn first)
             const layout = graph._fullLayout, box = graph.getBoundingClientRect();
             return [box.left + layout._size.l + layout.xaxis.l2p(trace.x[0]),
                     box.top + layout._size.t + layout.yaxis.l2p(trace.y[0]), trace.customdata[0]]; }""")
@@ -297,6 +361,8 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
             f"t.customdata && Array.from(t.customdata).map(Number).includes({hovered}))")
         page.mouse.click(x, y)
         page.wait_for_function(f"document.body.innerText.includes('image {hovered}: shapes')", timeout=30_000)
+        box = page.get_by_label("Point (or click one on the map)")
+        page.wait_for_function(f"(el) => el.value === '{hovered}'", arg=box.element_handle(), timeout=30_000)
         assert "Traceback" not in page.inner_text("body")
         page.screenshot(path=str(tmp_path / "embedding_tab.png"), full_page=True)
         browser.close()

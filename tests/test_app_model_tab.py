@@ -49,3 +49,15 @@ def test_bad_ids_get_a_message_and_the_server_keeps_serving(app_url, tiny_ids, b
     assert fragment in str(info.value)
     facts, *_ = client.predict(tiny_ids["hf_vit"], api_name="/describe_model")
     assert facts["data"]
+
+
+def test_copy_as_python_reads_the_same_tables(app_url, tiny_ids):
+    client = Client(app_url, verbose=False)
+    code = client.predict(tiny_ids["hf_vit"], api_name="/model_copy_python")
+    assert f"load_model({tiny_ids['hf_vit']!r})" in code and "example_image" not in code
+    namespace: dict = {}
+    exec(compile(code, "<copy>", "exec"), namespace)   # the tables the code reads are the tab's tables
+    facts, *_ = client.predict(tiny_ids["hf_vit"], api_name="/describe_model")
+    assert namespace["figures"]["facts"] == facts["data"]
+    assert namespace["figures"]["hooks"].splitlines() == client.predict(tiny_ids["hf_vit"],
+                                                                        api_name="/describe_model")[3].splitlines()

@@ -23,7 +23,8 @@ from benchmarks.projection import rows as projection_rows
 from benchmarks.report import table, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
-SECTIONS = ["capture_overhead", "view_latency", "embedding_throughput", "projection", "payload", "app_latency", "gpu"]
+SECTIONS = ["capture_overhead", "view_latency", "embedding_throughput", "embed_engines", "projection", "map_scale",
+            "payload", "app_latency", "gpu", "head_sweep"]
 
 
 def _numbers(node, key: str = ""):
@@ -70,6 +71,9 @@ def test_quick_run_writes_every_section_with_sane_numbers(tmp_path):
     views = sections["view_latency"]["attention"][0]["views"]
     assert len(views) >= 5 and all(v["ratio_to_first"] > 0 for v in views)
     throughput = sections["embedding_throughput"]["reports"][0]["rows"]
+    engines = {r["engine"]: r for r in sections["embed_engines"]["rows"]}
+    assert set(engines) == {"single process", "ray"} and engines["single process"]["ratio_end_to_end"] == 1.0
+    assert engines["ray"]["verdict"] in ("pass", "miss", "n/a")
     assert [r["throughput_ratio_to_bare"] for r in throughput][0] == 1.0
     projection = sections["projection"]["rows"]
     assert {(r["method"], r["state"]) for r in projection} == {("UMAP", "cold"), ("UMAP", "warm"), ("PCA", "cold"),
@@ -77,6 +81,8 @@ def test_quick_run_writes_every_section_with_sane_numbers(tmp_path):
     payloads = {r["view"] for r in sections["payload"]["responses"]}
     assert {"attention_analyse", "patches_analyse", "cnn_feature_maps", "similarity_matrix",
             "embedding_view"} <= payloads
+    sweeps = sections["head_sweep"]["reports"]
+    assert sweeps[0]["heads"] == 16 and sweeps[0]["verdict"] in ("pass", "miss")
     levels = sections["app_latency"]["levels"]
     assert [lv["clients"] for lv in levels] == [1, 8]
     assert all(lv["errors"] == [] for lv in levels)

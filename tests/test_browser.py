@@ -1,5 +1,7 @@
-"""The whole app in a real headless Chromium: every tab once, on the shared example image, with a screenshot of each
-saved as a test artifact (test-artifacts/screenshots/), and no error in the browser console."""
+"""The whole app in a real headless Chromium (one server, one page): the first screen draws the preselected example,
+clicks on the figures pick the query / head / unit, the URL restores the view, an image change clears the stale
+figures, every tab once, with a screenshot of each saved as a test artifact (test-artifacts/screenshots/), and no
+error in the browser console."""
 from __future__ import annotations
 
 import os
@@ -29,11 +31,12 @@ def browser_page():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with running_app() as url, playwright_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
         errors: list[str] = []
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
         page.goto(url)
+        page.wait_for_function(f"({_figure_of('cs-overlay')} || {{}})._fullData !== undefined", timeout=LONG)
         yield page, errors
         browser.close()
 
@@ -82,33 +85,103 @@ def _plot_sum(page, index: int) -> float:
         return total; }}""", index)
 
 
-def test_1_page_loads_and_the_model_tab_describes_the_default(browser_page):
+def _figure_of(elem_id: str) -> str:
+    """Browser code: the drawn Plotly figure inside the component with ``elem_id`` (a PlotlyFigure)."""
+    return f"document.querySelector('#{elem_id} .js-plotly-plot')"
+
+
+def _heat(page, elem_id: str) -> list:
+    """Every value of the first heatmap in the figure ``elem_id`` (None for gaps), row by row."""
+    page.wait_for_function(f"({_figure_of(elem_id)} || {{}})._fullData !== undefined", timeout=LONG)
+    return page.evaluate(f"""() => {{
+        const heat = {_figure_of(elem_id)}._fullData.find(t => t.type === 'heatmap');
+        return Array.from(heat.z, row => Array.from(row, v => (v === null || Number.isNaN(v)) ? null : v)); }}""")
+
+
+def _click_data(page, elem_id: str, x: float, y: float) -> None:
+    """A real mouse click on the figure ``elem_id`` at the data coordinates (x, y)."""
+    page.wait_for_function(f"({_figure_of(elem_id)} || {{}})._fullLayout !== undefined", timeout=LONG)
+    page.evaluate(f"{_figure_of(elem_id)}.scrollIntoView({{block: 'center'}})")
+    page.wait_for_timeout(300)
+    px, py = page.evaluate(f"""([x, y]) => {{
+        const gd = {_figure_of(elem_id)}, xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+        const box = gd.getBoundingClientRect();
+        return [box.left + xa._offset + xa.l2p(x), box.top + ya._offset + ya.l2p(y)]; }}""", [x, y])
+    page.mouse.move(px, py)
+    page.mouse.click(px, py)
+
+
+def _query(page) -> str:
+    return page.locator("#cs-query input").input_value()
+
+
+# mini-clip (the default): 64 px input, 8x8 patches of 8 px, CLS first, 4 heads in a 2x2 mosaic of 8x8 tiles
+def test_1_an_example_is_preselected_and_the_first_tab_draws_it_without_a_click(browser_page):
     page, _ = browser_page
-    _wait_text(page, "patch grid")
-    assert "blocks.1.attn.pattern" in page.locator("textarea").first.input_value()
-    _shot(page, "1-model")
+    assert page.get_by_role("tab", name="Attention", exact=True).get_attribute("aria-selected") == "true"
+    heat = _heat(page, "cs-overlay")   # drawn on load, from the preselected example
+    assert len(heat) == 8 and len(heat[0]) == 8 and sum(map(sum, heat)) > 0
+    assert len(_heat(page, "cs-heads")) == 17   # 2 tiles of 8 rows and a 1-row gap
+    assert page.evaluate(f"({SHARED_PICTURE})() !== undefined")
+    captions = page.locator("#cs-examples").inner_text()
+    assert "scene: 2 shapes" in captions and "photo: a cat" in captions
+    tabs_top = page.get_by_role("tab", name="Attention", exact=True).bounding_box()["y"]
+    assert tabs_top < 200, tabs_top   # the shared inputs sit beside the tabs, not above them
+    _shot(page, "1-attention-first-view")
 
 
-def test_2_an_example_fills_the_shared_image(browser_page):
+def test_2_a_click_on_the_overlay_picks_the_patch_and_on_the_head_grid_the_head(browser_page):
     page, _ = browser_page
-    page.locator("button:has(img)").first.click()  # the first example: a procedural shapes scene
-    page.wait_for_function(f"({SHARED_PICTURE})() !== undefined", timeout=LONG)
+    _click_data(page, "cs-overlay", 5.5 * 8, 2.5 * 8)   # the centre of patch (2, 5)
+    _wait_text(page, "patch (2, 5)")
+    page.wait_for_function("(document.querySelector('#cs-query input') || {}).value === '22'", timeout=LONG)
+    _click_data(page, "cs-heads", 9 + 3, 4)   # head 1: the right-hand tile of the first row
+    page.wait_for_function("new URL(location.href).searchParams.get('head') === 'head 1'", timeout=LONG)
+    _wait_text(page, "layer 0, head 1")
+    _click_data(page, "cs-attention-grid", 8 * 7 + 3, 8 * 6 + 3)   # a pixel of patch (6, 7) on the patch grid
+    page.wait_for_function("(document.querySelector('#cs-query input') || {}).value === '56'", timeout=LONG)
+    assert new_url_params(page)["query"] == "56"
 
 
-def test_3_attention_a_click_on_the_image_changes_the_map(browser_page):
+def new_url_params(page) -> dict:
+    return page.evaluate("Object.fromEntries(new URL(location.href).searchParams)")
+
+
+def test_3_the_url_restores_the_same_view(browser_page):
     page, _ = browser_page
-    tab = _tab(page, "Attention")
-    tab.get_by_role("button", name="Analyse").click()
-    _wait_text(page, "(token 0)")
-    page.wait_for_timeout(500)
-    before = _plot_sum(page, 0)
-    _click_picture(page, 0.85, 0.15, "Query: patch (")
+    params = new_url_params(page)
+    assert params.get("tab", "attention") == "attention"   # no tab named: the first one
+    assert params["head"] == "head 1" and params["query"] == "56"   # the image: the preselected default
     page.wait_for_timeout(1000)
-    assert _plot_sum(page, 0) != pytest.approx(before)
-    _shot(page, "2-attention")
+    overlay, heads = _heat(page, "cs-overlay"), _heat(page, "cs-heads")
+    again = page.context.browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:
+        again.goto(page.url)
+        again.wait_for_function("(document.querySelector('#cs-query input') || {}).value === '56'", timeout=LONG)
+        _wait_text(again, "patch (6, 7)")
+        again.wait_for_timeout(1000)
+        assert _heat(again, "cs-overlay") == overlay and _heat(again, "cs-heads") == heads
+        assert again.locator("#cs-query input").input_value() == "56"
+    finally:
+        again.close()
 
 
-def test_4_patches(browser_page):
+def test_4_changing_the_image_marks_the_figures_stale(browser_page):
+    page, _ = browser_page
+    page.locator("#cs-examples [aria-label='Thumbnail 1 of 6']").click()   # another example: one shape
+    page.wait_for_function("document.querySelector('#cs-attention-stale').innerText.includes('Stale')",
+                           timeout=LONG)
+    page.wait_for_function("document.querySelector('#cs-overlay').innerText.includes('Press Analyse')",
+                           timeout=LONG)   # cleared, not left wrong
+    assert page.evaluate(f"({_figure_of('cs-overlay')} || {{}})._fullData === undefined")
+    assert new_url_params(page)["image"] == "shapes-0"
+    _shot(page, "2-attention-stale")
+    _tab(page, "Attention").get_by_role("button", name="Analyse").click()
+    page.wait_for_function("document.querySelector('#cs-attention-stale').innerText.trim() === ''", timeout=LONG)
+    assert sum(v or 0 for row in _heat(page, "cs-overlay") for v in row) > 0
+
+
+def test_5_patches(browser_page):
     page, _ = browser_page
     tab = _tab(page, "Patches")
     tab.get_by_role("button", name="Analyse").click()
@@ -116,18 +189,21 @@ def test_4_patches(browser_page):
     _shot(page, "3-patches")
 
 
-def test_5_cnn_a_click_picks_the_receptive_field_unit(browser_page):
+def test_6_cnn_a_click_on_the_layer_map_picks_the_unit(browser_page):
     page, _ = browser_page
     tab = _tab(page, "CNN")
     tab.get_by_role("button", name="Analyse").click()
     _wait_text(page, "mini-cnn: CNN")
     page.get_by_role("tab", name="Receptive field").click()
     _wait_text(page, "theoretical field")
-    _click_picture(page, 0.03, 0.03, "unit (0, 0)")
+    shape = len(_heat(page, "cs-layer-map")), len(_heat(page, "cs-layer-map")[0])
+    _click_data(page, "cs-layer-map", 1, shape[0] - 1)
+    _wait_text(page, f"unit ({shape[0] - 1}, 1)")
+    _click_picture(page, 0.03, 0.03, "unit (0, 0)")   # the shared image's click still works
     _shot(page, "4-cnn")
 
 
-def test_6_zero_shot_and_softmax(browser_page):
+def test_7_zero_shot_and_softmax(browser_page):
     page, _ = browser_page
     tab = _tab(page, "Zero-shot & Softmax")
     tab.get_by_role("button", name="Classify").click()
@@ -135,7 +211,7 @@ def test_6_zero_shot_and_softmax(browser_page):
     _shot(page, "5-zero-shot")
 
 
-def test_7_embedding_map_renders_its_points(browser_page):
+def test_8_embedding_map_renders_its_points(browser_page):
     page, _ = browser_page
     tab = _tab(page, "Embedding space")
     tab.get_by_role("button", name="Embed", exact=True).click()
@@ -146,8 +222,11 @@ def test_7_embedding_map_renders_its_points(browser_page):
     _shot(page, "6-embedding-space")
 
 
-def test_8_no_errors_anywhere(browser_page):
+def test_9_the_model_tab_describes_the_default_and_no_errors_anywhere(browser_page):
     page, errors = browser_page
+    _tab(page, "Model")
+    _wait_text(page, "patch grid")
+    assert "blocks.1.attn.pattern" in page.get_by_label("Hook names (model.capture([...]))").input_value()
     text = page.inner_text("body")
     assert "Traceback" not in text and "Unexpected error" not in text
     assert not errors, errors[:5]

@@ -33,13 +33,36 @@ def _png(source: str) -> np.ndarray:
 def test_feature_grid_is_one_png_with_a_label_per_requested_channel():
     scaled = np.random.default_rng(0).random((5, 8, 8))
     fig = feature_grid_figure(scaled, [9, 3, 14, 0, 7], "stages.1")
-    assert len(fig.data) == 1 and fig.data[0].type == "image"
+    assert [t.type for t in fig.data] == ["image", "scatter"]   # the picture, and a trace that is only its colour bar
     assert [a.text for a in fig.layout.annotations] == ["ch 9", "ch 3", "ch 14", "ch 0", "ch 7"]
     pixels = _png(fig.data[0].source)
     assert pixels.ndim == 3 and pixels.shape[2] == 3
     # 5 tiles on a 3x3 layout: the last row holds 2 tiles, the rest of it is the white gap colour
     assert (pixels[-5:, -5:] == 255).all()
     assert len(fig.to_json()) < 2_000_000
+
+
+def test_feature_grid_colour_bar_reads_activations_on_a_shared_scale():
+    scaled = np.random.default_rng(0).random((4, 6, 6))
+    shared = feature_grid_figure(scaled, [0, 1, 2, 3], "stages.2", value_range=(-0.5, 3.25)).data[1].marker
+    assert shared.showscale and (shared.cmin, shared.cmax) == (-0.5, 3.25) and shared.colorscale is not None
+    assert shared.colorbar.title.text == "activation" and shared.colorbar.tickvals is None
+    own = feature_grid_figure(scaled, [0, 1, 2, 3], "stages.2").data[1].marker   # per unit: no shared numbers
+    assert own.showscale and list(own.colorbar.ticktext) == ["each map's min", "each map's max"]
+
+
+def test_feature_maps_view_passes_the_global_range():
+    from models import load_model, shapes
+    from viz.views import Subject, run_view
+    subject = Subject(load_model("bundled:mini-cnn", device="cpu"), shapes.make_dataset(1, seed=3)[0].image)
+    session = subject.cnn()
+    fig = run_view("cnn.feature_maps", subject, k=4, scale="global")["feature_maps"]
+    layer = fig.layout.title.text.split(":")[0]
+    low, high = session.display_range(layer, "global")
+    assert (fig.data[1].marker.cmin, fig.data[1].marker.cmax) == (low, high)
+    maps = session.layer_maps(layer)
+    assert low <= float(maps.min()) and high >= float(maps.max())
+    assert session.display_range(layer, "per layer") == (float(maps.min()), float(maps.max()))
 
 
 def test_colourise_maps_zero_and_one_to_the_ends_of_the_scale():
@@ -92,6 +115,11 @@ def test_probe_figures():
               ShiftProbe("vit", [0, 1, 2], "p", [0.9, 0.5, 0.6], "blocks.3", 8, [0.0, 0.6, 0.8])]
     fig = shift_figure(probes)
     assert len(fig.data) == 4
+    # the axis names what is plotted, as the legend does
+    assert fig.layout.yaxis.title.text == "p" and fig.data[0].name.endswith(": p")
+    mixed = shift_figure([probes[0], ShiftProbe("clip", [0, 1], "cosine to the unshifted output", [1.0, 0.9],
+                                                "blocks.3", 8, [0.0, 0.2])])
+    assert mixed.layout.yaxis.title.text == "p / cosine to the unshifted output"
     assert list(fig.data[1].y) == [0.0, 0.3, 0.1] and "stride 2" in fig.data[1].name
     result = CueConflictResult("cnn", ["circle"] * 4, ["star"] * 4, ["red circle"] * 4,
                                ["shape", "shape", "texture", "neither"])

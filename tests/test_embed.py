@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -27,7 +30,10 @@ from models.embed import (
     load_embedding_output,
     main,
     scan_folder,
+    scan_webdataset,
+    write_webdataset,
 )
+from models.images import ImageInputError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -205,3 +211,61 @@ def test_decoding_threads_go_where_cores_are_free(monkeypatch):
     assert embed.default_workers("cpu") == 2
     monkeypatch.setattr(embed.os, "cpu_count", lambda: 2)
     assert embed.default_workers("cuda") == 1
+
+
+def test_one_bad_file_is_recorded_in_errors_parquet_and_the_rest_is_embedded(folder, tmp_path, capsys):
+    """The issue's failure: one non-image file among good ones used to end the run with no output."""
+    source = tmp_path / "mixed"
+    shutil.copytree(folder, source)
+    (source / "broken.png").write_bytes(b"not an image at all")
+    os.chmod(source / "broken.png", 0o644)
+    out = tmp_path / "out"
+    assert main([str(source), "--out", str(out), "--device", "cpu", "--no-cache", "--batch-size", "16"]) == 0
+    assert "60 images" in capsys.readouterr().out
+    errors = pq.read_table(out / "errors.parquet").to_pylist()
+    assert [row["path"] for row in errors] == ["broken.png"]
+    assert "Cannot read broken.png as an image" in errors[0]["reason"]
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["complete"] and metadata["images"] == 60 and metadata["errors"] == 1
+    assert len(load_embedding_output(out).images) == 60
+
+
+def test_webdataset_shards_are_grouped_by_key_and_broken_samples_are_errors(folder, tmp_path):
+    items = scan_folder(folder)[:6]
+    shard = write_webdataset(items, tmp_path / "a.tar")
+    with tarfile.open(tmp_path / "b.tar", "w") as archive:   # a sample without an image, one labelled by .cls
+        for name, payload in (("lonely.txt", b"no picture here"), ("x/y.cls", b"seven"),
+                              ("x/y.png", Path(items[0].source).read_bytes()), ("x/y.txt", b" a caption ")):
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+    scanned, errors = scan_webdataset(tmp_path)
+    assert [item.name for item in scanned] == sorted([item.name for item in items] + ["x/y.png"])
+    by_name = {item.name: item for item in scanned}
+    for item in items:
+        assert (by_name[item.name].label, by_name[item.name].caption) == (item.label, item.caption)
+        assert by_name[item.name].open().tobytes() == item.open().tobytes()
+    assert (by_name["x/y.png"].label, by_name["x/y.png"].caption) == ("seven", "a caption")
+    assert errors == [("b.tar/lonely", "sample holds no image (txt)")]
+    whole, _ = scan_webdataset(shard)
+    last = max(whole, key=lambda item: item.source.offset).source
+    truncated = tmp_path / "cut" / "c.tar"
+    truncated.parent.mkdir()
+    truncated.write_bytes(shard.read_bytes()[:last.offset + last.size // 2])   # cut inside the last image
+    cut_items, _ = scan_webdataset(truncated)
+    for item in cut_items:
+        if item.source.offset == last.offset:
+            with pytest.raises(ImageInputError, match="c.tar is truncated"):
+                item.open()
+        else:
+            assert item.open().tobytes() == by_name[item.name].open().tobytes()
+    assert len(cut_items) >= len(items) - 1
+
+
+def test_ray_only_options_need_the_ray_engine_and_the_app_does_not_import_ray(folder, tmp_path, capsys):
+    assert main([str(folder), "--out", str(tmp_path / "o"), "--max-shards", "1"]) == 2
+    assert "only apply with --engine ray" in capsys.readouterr().err
+    code = "import sys, models.embed, app; assert 'ray' not in sys.modules, 'ray imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -78,3 +78,42 @@ def test_size_caps_and_corrupt_files(tmp_path):
     with pytest.raises(ImageInputError, match="MB"):
         open_image(b"0" * 200, max_bytes=100)
     assert open_image(_png_bytes(Image.new("RGB", (1, 1)))).size == (1, 1)
+
+
+# -- the app's check on upload (ui.inputs.check_upload): refused or warned as the file arrives, not on Analyse -----
+def _upload(tmp_path, name: str, data: bytes) -> dict:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return {"path": str(path), "orig_name": name}   # what gr.Image sends a handler with preprocess=False
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A 1x1 PNG whose header says width x height (the size check reads the header before any pixel)."""
+    import struct
+    import zlib
+    data = bytearray(_png_bytes(Image.new("RGB", (1, 1))))
+    header = b"IHDR" + struct.pack(">II", width, height) + bytes(data[24:29])
+    data[12:29] = header
+    data[29:33] = struct.pack(">I", zlib.crc32(header))
+    return bytes(data)
+
+
+def test_upload_check_refuses_a_non_image_and_a_huge_image_and_clears_the_box(tmp_path):
+    from ui.inputs import check_upload
+    with pytest.warns(UserWarning, match="notes.txt was not loaded: Cannot read notes.txt as an image"):
+        update, status = check_upload(_upload(tmp_path, "notes.txt", b"not an image at all"))
+    assert update == {"__type__": "update", "value": None} and status.startswith("⚠️ notes.txt was not loaded")
+    huge = _png_claiming(9000, 9000)
+    with pytest.warns(UserWarning, match="huge.png was not loaded: .*too many pixels|huge.png was not loaded"):
+        update, status = check_upload(_upload(tmp_path, "huge.png", huge))
+    assert update["value"] is None and "9000" in status
+
+
+def test_upload_check_warns_about_a_tiny_image_and_accepts_a_normal_one(tmp_path):
+    from ui.inputs import check_upload
+    with pytest.warns(UserWarning, match="dot.png is only 1x1 px"):
+        update, status = check_upload(_upload(tmp_path, "dot.png", _png_bytes(Image.new("RGB", (1, 1)))))
+    assert update == {"__type__": "update"} and "interpolated" in status   # kept, with the warning
+    update, status = check_upload(_upload(tmp_path, "photo.png", _png_bytes(Image.new("RGB", (64, 48)))))
+    assert update == {"__type__": "update"} and status == "Image **photo.png**: 64x48 px."
+    assert check_upload(None) == ({"__type__": "update"}, {"__type__": "update"})

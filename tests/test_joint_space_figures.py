@@ -84,7 +84,7 @@ def test_a_map_of_2000_images_and_200_texts_stays_under_2_megabytes():
 def test_map_colours_by_modality_or_prediction_and_highlights_a_query(joint_set):
     es = joint_set
     plain = embedding_map_figure(es, _projection(es), "modality", show_lines=False)
-    assert [t.name for t in plain.data] == ["images", "captions", "class prompts"]
+    assert [t.name for t in plain.data] == ["captions", "class prompts", "images"]   # texts drawn under the images
     predictions = ["blue star"] * 6 + ["yellow heart"] * 6
     fig = embedding_map_figure(es, _projection(es), "prediction", predictions, highlight=[5, 2, 9])
     names = [t.name for t in fig.data]

@@ -70,3 +70,14 @@ def test_shown_tokens_are_the_text_and_relevance_is_the_pooled_row(key, towers):
     assert shown == strings and scores.shape == (len(positions),)
     expected = _brute_force_relevance(model, pixels, PROMPT, positions, pooled, where == "mean")
     torch.testing.assert_close(scores, expected.cpu(), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("key", list(TOWERS), ids=lambda k: f"{k[0]}:{k[1]}")
+def test_every_tokenizer_can_say_which_tokens_are_special(key, towers):
+    from viz.attention import special_token_flags
+    model = load_model(towers[key], device="cpu")
+    flags = special_token_flags(model, PROMPT)
+    strings = model.token_strings(model.tokenize([PROMPT])[0])
+    assert len(flags) == len(strings) and any(flags) and not all(flags)   # some text, some start / end / class
+    coverage = model.token_coverage([PROMPT])[0]
+    assert coverage.tokens >= 1 and coverage.unknown == 0

@@ -173,3 +173,37 @@ def test_the_warm_up_compiles_both_of_umaps_neighbour_paths(monkeypatch):
     space.warm_up()   # once per process
     assert [kw.get("approximate_neighbours", False) for *_, kw in calls] == [False, True]
     assert all(dtype == np.float32 and dims > space.PCA_DIMS for dtype, dims, _ in calls)
+
+
+def test_a_large_umap_is_fitted_on_a_sample_the_rest_transformed_and_the_map_says_so():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from viz.projection import umap_map
+
+    rng = np.random.default_rng(3)
+    truth = rng.integers(0, 3, 600)
+    points = (rng.normal(size=(3, 20)) * 4)[truth] + rng.normal(size=(600, 20))
+    scaled = umap_map(points.astype(np.float32), fit_limit=300, limit=1000)
+    assert scaled.coords.shape == (600, 2) and np.isfinite(scaled.coords).all()
+    assert "fitted on 300 sampled points" in scaled.note and "other 300 placed by" in scaled.note
+    # the transformed half lands among its own class: 5-NN on the fitted half labels it (chance 1/3)
+    fitted = np.zeros(600, bool)
+    fitted[np.sort(np.random.default_rng(0).choice(600, 300, replace=False))] = True
+    knn = KNeighborsClassifier(5).fit(scaled.coords[fitted], truth[fitted])
+    assert knn.score(scaled.coords[~fitted], truth[~fitted]) >= 0.9
+    with pytest.raises(ValueError, match="choose PCA"):
+        umap_map(points.astype(np.float32), fit_limit=100, limit=500)
+
+
+def test_pca_of_a_large_set_matches_the_full_svd():
+    from sklearn.decomposition import PCA
+
+    from viz.projection import pca_map
+
+    points = np.random.default_rng(4).normal(size=(25_000, 16)) * np.linspace(3, 0.5, 16)
+    scaled = pca_map(points)
+    full = PCA(n_components=2, svd_solver="full").fit(points)
+    np.testing.assert_allclose(scaled.explained, full.explained_variance_ratio_, rtol=1e-3)
+    reference = full.transform(points)
+    signs = np.sign((scaled.coords * reference).sum(axis=0))
+    np.testing.assert_allclose(scaled.coords * signs, reference, atol=1e-2)

@@ -177,7 +177,10 @@ def test_multilingual_clip_uses_its_own_tokenizer_and_context_length(multilingua
     image = shapes.make_dataset(1, seed=880_005)[0].image
     result = zero_shot(multilingual, image, list(prompts.values()) + [long_japanese], ["{}"], cache=None)
     assert result.probabilities.sum() == pytest.approx(1.0) and len(result.labels) == 4
-    assert result.notices and "1 text(s)" in result.notices[0]
+    assert sum("1 text(s) longer than this model's context" in n for n in result.notices) == 1
+    # the stand-in tokenizer is bytes only: every non-Latin label is raw byte pieces, and the result says so
+    assert result.uncovered == [prompts["ja"], prompts["ru"], long_japanese]
+    assert any("tokenizer does not cover the" in n and "Cyrillic" in n for n in result.notices)
 
 
 def test_sigmoid_similarity_matrix_scores_each_pair_on_its_own():

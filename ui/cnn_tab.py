@@ -4,16 +4,23 @@ Analyse runs one hooked forward (stem and stages captured); the views then read 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
-from models import load_model
-from ui.errors import user_errors
-from ui.export import export_button
+from ui.errors import figures_only, user_errors
+from ui.export import Plot, export_button
+from ui.model_access import load_model
+from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
+from ui.staleness import STALE, inputs_signature, is_current
+from ui.url_state import link_params
 from viz.cam import CAM_METHODS, cam_layer_choices, class_labels, default_cam_layer
 from viz.cnn import SCALES
-from viz.cnn_views import default_map_layer, summary_text
+from viz.cnn_views import DEFAULT_PROMPTS, default_map_layer, summary_text
+from viz.figure_clicks import heatmap_cell
+from viz.reproduce import reproduce_code
 from viz.views import Subject, run_view
 
 KEY = "cnn"
@@ -48,7 +55,8 @@ def analyse(model_id: str, image, prompts_text: str, request: gr.Request):
     session = subject.cnn()
     prompts = _prompts(prompts_text)
     predicted = run_view("cnn.prediction", subject, prompts=prompts) if not model.has_text or prompts else None
-    STORE.put(request, KEY, {"subject": subject, "unit": None, "prompts": prompts})
+    STORE.put(request, KEY, {"subject": subject, "unit": None, "prompts": prompts, "model_id": model_id,
+                             "inputs": inputs_signature(model_id, image)})
     layers = session.layers()
     default_layer = default_map_layer(session) if session.is_cnn else None
     prediction = session.prediction(prompts) if predicted else None
@@ -70,9 +78,7 @@ def analyse(model_id: str, image, prompts_text: str, request: gr.Request):
 @user_errors
 def feature_view(layer: str, mode: str, k: float, channels_text: str, scale: str, request: gr.Request):
     """A grid of the layer's channel maps (no forward for stages; one capture for another conv layer)."""
-    channels = _channels(channels_text) if mode == CHOSEN else None
-    if mode == CHOSEN and not channels:
-        raise ValueError("Type the channels to show, e.g. 0, 5, 17.")
+    channels = (_channels(channels_text) if mode == CHOSEN else None) or None  # none typed yet: the top k
     return run_view("cnn.feature_maps", _state(request)["subject"], layer=layer or None, k=int(k),
                     channels=channels, scale=scale)["feature_maps"]
 
@@ -118,6 +124,35 @@ def pick_unit(layer: str, event: gr.SelectData, request: gr.Request):
 
 
 @user_errors
+def click_unit(layer: str, event: gr.EventData, request: gr.Request):
+    """A click on the layer map (one cell per unit) picks that unit."""
+    state, point = STORE.peek(request, KEY), clicked_point(event)
+    if state is None or point is None or not layer or not state["subject"].cnn().is_cnn:
+        return gr.skip(), gr.skip(), gr.skip()
+    shape = tuple(state["subject"].cnn().layer_maps(layer).shape[-2:])
+    state["unit"] = (layer, heatmap_cell(*point, shape))
+    return _field_views(state, layer)
+
+
+@user_errors
+def copy_python(source: str, layer: str, mode: str, k: float, channels_text: str, scale: str, field_layer: str,
+                method: str, cam_layer: str, target: str, request: gr.Request) -> str:
+    """The notebook code that reproduces the prediction, feature maps, receptive field and CAM as set now."""
+    state = _state(request)
+    subject, unit = state["subject"], state.get("unit")
+    calls = [("cnn.prediction", {"prompts": state["prompts"]} if subject.model.has_text else {})]
+    if subject.cnn().is_cnn:
+        channels = _channels(channels_text) if mode == CHOSEN else None
+        calls += [("cnn.feature_maps", {"layer": layer or None, "k": int(k), "channels": channels or None,
+                                        "scale": scale}),
+                  ("cnn.receptive_field", {"layer": field_layer or None,
+                                           "unit": tuple(unit[1]) if unit and unit[0] == field_layer else None})]
+    calls.append(("cnn.cam", {"method": method, "layer": cam_layer or None, "target": target or None,
+                              "prompts": state["prompts"] or list(DEFAULT_PROMPTS)}))
+    return reproduce_code(state["model_id"], source, calls, show="feature_maps" if subject.cnn().is_cnn else "cam")
+
+
+@user_errors
 def cam_view(method: str, layer: str, target: str, request: gr.Request):
     """A class activation map for the chosen class (or prompt, for CLIP; default: the top output)."""
     state = _state(request)
@@ -139,81 +174,117 @@ def probes_view(model_id: str, image, compare_id: str, max_shift: float, progres
 
 
 # -- layout --------------------------------------------------------------------------------------------------------
-def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_model: str = "bundled:mini-vit") -> None:
-    gr.Markdown("Inside a CNN: what each layer computes (feature maps), what its first kernels look for, which input "
-                "pixels a unit can see and really uses, where the evidence for a class lies (CAMs), and how the "
-                "model's inductive biases differ from a ViT's. ViTs and CLIP towers get CAMs, prediction and probes.")
-    with gr.Row():
-        with gr.Column(scale=1):
-            model_id, image = shared.pickers["cnn"], shared.image
+@dataclass
+class CNNTab:
+    """The CNN tab's controls a shared link restores, and its drawing when a link opens it."""
+
+    fields: dict
+    draw: object
+
+    def url_fields(self) -> dict:
+        return self.fields
+
+
+def _controls():
+    """The controls column beside its figure, wide enough for long module names (``layer4.1.downsample.0``)."""
+    return gr.Column(scale=1, min_width=330)
+
+
+def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_model: str = "bundled:mini-vit") -> CNNTab:
+    model_id, image = shared.pickers["cnn"], shared.image
+    stale_note = gr.Markdown(elem_classes=["cs-stale"], elem_id="cs-cnn-stale")
+    with gr.Row(equal_height=False):
+        with _controls():
+            gr.Markdown("Inside a CNN: feature maps, first kernels, receptive fields, CAMs and inductive-bias "
+                        "probes. ViTs and CLIP towers get CAMs, prediction and probes.")
             prompts = gr.Textbox(label="CLIP models: prompts, one per line (the CAM explains one of them)",
                                  value="a red circle\na blue star\na green square", lines=3)
             analyse_button = gr.Button("Analyse", variant="primary")
+            copy_button = gr.Button("Copy as Python", size="sm")
             summary = gr.Markdown()
-        with gr.Column(scale=2):
-            prediction_plot = gr.Plot(label="Prediction")
-            shapes_plot = gr.Plot(label="Stages")
+        with gr.Column(scale=2, min_width=320):
+            prediction_plot = Plot(label="Prediction")
+        with gr.Column(scale=2, min_width=320):
+            shapes_plot = Plot(label="Stages")
+    code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
+                   interactive=False)
     with gr.Tab("Feature maps"):
-        gr.Markdown("Each tile is one channel's map over the image: bright = strong activation. Early layers respond "
-                    "to edges and colours, later ones to parts, at coarser resolution.")
-        with gr.Row():
-            map_layer = gr.Dropdown([], label="Layer (stage or any convolution)")
-            mode = gr.Radio([TOP_K, CHOSEN], value=TOP_K, label="Channels")
-            k = gr.Slider(1, 64, value=16, step=1, label="k")
-            channels = gr.Textbox(label="Chosen channels", placeholder="0, 5, 17")
-            scale = gr.Radio(list(SCALES), value="per unit", label="Colour scale")
-        maps_plot = gr.Plot(label="Feature maps")
-    with gr.Tab("Filters"):
-        gr.Markdown("First-layer kernels as RGB tiles (grey = 0; each kernel scaled by its own largest weight): "
-                    "oriented edges, colour blobs. Pick any convolution and output channel to see its kernel.")
-        filters_button = gr.Button("First-layer filters")
-        filters_plot = gr.Plot(label="First-layer filters")
-        with gr.Row():
-            kernel_layer = gr.Dropdown([], label="Convolution")
-            out_channel = gr.Number(value=0, precision=0, label="Output channel")
-            kernel_button = gr.Button("Show kernel")
-        kernel_plot = gr.Plot(label="Kernel")
+        with gr.Row(equal_height=False):
+            with _controls():
+                gr.Markdown("Each tile is one channel's map over the image: bright = strong activation. Early "
+                            "layers respond to edges and colours, later ones to parts, at coarser resolution.")
+                map_layer = gr.Dropdown([], label="Layer (stage or any convolution)")
+                mode = gr.Radio([TOP_K, CHOSEN], value=TOP_K, label="Channels")
+                k = gr.Slider(1, 64, value=16, step=1, label="k")
+                channels = gr.Textbox(label="Chosen channels", placeholder="0, 5, 17")
+                scale = gr.Radio(list(SCALES), value="per unit", label="Colour scale")
+            with gr.Column(scale=3):
+                maps_plot = Plot(label="Feature maps")
     with gr.Tab("Receptive field"):
-        gr.Markdown("The box is the theoretical receptive field, traced from the real kernel sizes, strides, padding "
-                    "and dilation; the heat is the effective one, |d unit / d pixel| for this image, usually a "
-                    "much smaller blob in the middle of the box. Click the input image to pick the unit.")
-        field_layer = gr.Dropdown([], label="Layer")
-        with gr.Row():
-            field_plot = gr.Plot(label="Receptive field")
-            field_map = gr.Plot(label="Layer map")
-        field_text = gr.Markdown()
+        with gr.Row(equal_height=False):
+            with _controls():
+                gr.Markdown("The box is the theoretical receptive field, traced from the real kernel sizes, strides, "
+                            "padding and dilation; the heat is the effective one, |d unit / d pixel| for this image, "
+                            "usually a much smaller blob in the middle of the box. **Click the layer map** (or the "
+                            "input image) to pick the unit.")
+                field_layer = gr.Dropdown([], label="Layer")
+                field_text = gr.Markdown()
+            with gr.Column(scale=2, min_width=320):
+                field_plot = Plot(label="Receptive field")
+            with gr.Column(scale=2, min_width=320):
+                field_map = PlotlyFigure("Layer map (click a unit)", elem_id="cs-layer-map")
     with gr.Tab("CAM"):
-        gr.Markdown("Class activation maps (pytorch-grad-cam): where the evidence for the chosen class lies, red = "
-                    "more. On ViTs the map comes from a block's first norm over the patch grid.")
-        with gr.Row():
-            method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
-            cam_layer = gr.Dropdown([], label="Target layer")
-            target = gr.Dropdown([], label="Class (or prompt)", allow_custom_value=True)
-            cam_button = gr.Button("CAM", variant="primary")
-        cam_plot = gr.Plot(label="CAM")
+        with gr.Row(equal_height=False):
+            with _controls():
+                gr.Markdown("Class activation maps (pytorch-grad-cam): where the evidence for the chosen class lies, "
+                            "red = more. On ViTs the map comes from a block's first norm over the patch grid.")
+                method = gr.Dropdown(list(CAM_METHODS), value="Grad-CAM", label="Method")
+                cam_layer = gr.Dropdown([], label="Target layer")
+                target = gr.Dropdown([], label="Class (or prompt)", allow_custom_value=True)
+                cam_button = gr.Button("CAM", variant="primary")
+            with gr.Column(scale=3):
+                cam_plot = Plot(label="CAM")
+    with gr.Tab("Filters"):
+        with gr.Row(equal_height=False):
+            with _controls():
+                gr.Markdown("First-layer kernels as RGB tiles (grey = 0; each kernel scaled by its own largest "
+                            "weight): oriented edges, colour blobs. Pick any convolution and output channel to see "
+                            "its kernel.")
+                filters_button = gr.Button("First-layer filters")
+                kernel_layer = gr.Dropdown([], label="Convolution")
+                out_channel = gr.Number(value=0, precision=0, label="Output channel")
+                kernel_button = gr.Button("Show kernel")
+            with gr.Column(scale=2, min_width=320):
+                filters_plot = Plot(label="First-layer filters")
+            with gr.Column(scale=2, min_width=320):
+                kernel_plot = Plot(label="Kernel")
     with gr.Tab("Probes"):
-        gr.Markdown("**Translation**: the image shifted left pixel by pixel. A CNN's maps move with it (small change "
-                    "at multiples of its stride); a ViT re-cuts every patch unless the shift is a multiple of the "
-                    "patch size. **Cue conflict**: a large shape made of small shapes of another kind; which one "
-                    "decides the prediction?")
-        with gr.Row():
-            compare_id = gr.Dropdown(compare_choices, value=compare_model, allow_custom_value=True,
-                                     label="Compare with")
-            max_shift = gr.Slider(1, 64, value=16, step=1, label="Largest shift (px)")
-            probes_button = gr.Button("Run probes", variant="primary")
-        shift_plot = gr.Plot(label="Translation probe")
-        cue_plot = gr.Plot(label="Cue conflict")
-        cue_note = gr.Markdown()
+        with gr.Row(equal_height=False):
+            with _controls():
+                gr.Markdown("**Translation**: the image shifted left pixel by pixel. A CNN's maps move with it "
+                            "(small change at multiples of its stride); a ViT re-cuts every patch unless the shift is "
+                            "a multiple of the patch size. **Cue conflict**: a large shape made of small shapes of "
+                            "another kind; which one decides the prediction?")
+                compare_id = gr.Dropdown(compare_choices, value=compare_model, allow_custom_value=True,
+                                         label="Compare with")
+                max_shift = gr.Slider(1, 64, value=16, step=1, label="Largest shift (px)")
+                probes_button = gr.Button("Run probes", variant="primary")
+                cue_note = gr.Markdown()
+            with gr.Column(scale=2, min_width=320):
+                shift_plot = Plot(label="Translation probe")
+            with gr.Column(scale=2, min_width=320):
+                cue_plot = Plot(label="Cue conflict")
         cue_gallery = gr.Gallery(label="Cue-conflict images", columns=8, height=160)
 
-    export_button("CNN", [prediction_plot, shapes_plot, maps_plot, filters_plot, kernel_plot, field_plot, field_map,
-                          cam_plot, shift_plot, cue_plot])
+    figures = [prediction_plot, shapes_plot, maps_plot, filters_plot, kernel_plot, field_plot, field_map, cam_plot,
+               shift_plot, cue_plot]
+    export_button("CNN", figures)
     map_controls = [map_layer, mode, k, channels, scale]
     field_outputs = [field_plot, field_map, field_text]
-    analysed = analyse_button.click(
-        analyse, [model_id, image, prompts],
-        [summary, prediction_plot, shapes_plot, map_layer, field_layer, kernel_layer, cam_layer, target],
-        api_name="cnn_analyse", concurrency_limit=2)
+    analyse_outputs = [summary, prediction_plot, shapes_plot, map_layer, field_layer, kernel_layer, cam_layer, target]
+    analysed = analyse_button.click(analyse, [model_id, image, prompts], analyse_outputs, api_name="cnn_analyse",
+                                    concurrency_limit=2, show_progress_on=figures_only(analyse_outputs))
+    analysed.success(lambda: "", None, stale_note, api_name=False)
     analysed.success(feature_view, map_controls, maps_plot, api_name=False).success(
         field_view, field_layer, field_outputs, api_name=False)
     for control in map_controls:  # user edits only (.input): Analyse draws the first view itself
@@ -223,6 +294,53 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
     kernel_button.click(kernel_view, [kernel_layer, out_channel], kernel_plot, api_name="cnn_kernel")
     field_layer.input(field_view, field_layer, field_outputs, api_name="cnn_receptive_field")
     image.select(pick_unit, field_layer, field_outputs, api_name=False)
+    field_map.click(click_unit, field_layer, field_outputs, api_name=False)
     cam_button.click(cam_view, [method, cam_layer, target], cam_plot, api_name="cnn_cam", concurrency_limit=2)
     probes_button.click(probes_view, [model_id, image, compare_id, max_shift],
                         [shift_plot, cue_plot, cue_gallery, cue_note], api_name="cnn_probes", concurrency_limit=1)
+    copy_button.click(copy_python, [shared.source, *map_controls, field_layer, method, cam_layer, target], code,
+                      api_name="cnn_copy_python").success(lambda: gr.update(visible=True), None, code,
+                                                          api_name=False)
+    fields = {"cnn_layer": map_layer, "scale": scale, "k": k, "field_layer": field_layer, "method": method}
+
+    def draw(after):
+        """When a shared link opens this tab: Analyse after ``after`` (the page load), then the link's layers."""
+        @user_errors
+        def analyse_if_opened(model: str, picture, prompts_text: str, request: gr.Request):
+            if link_params(request).get("tab") != "cnn":
+                return [gr.skip()] * len(analyse_outputs)
+            return analyse(model, picture, prompts_text, request)
+
+        def link_layers(request: gr.Request):
+            """The link's layer choices, where the analysed model has them (else the defaults stay)."""
+            params, state = link_params(request), STORE.peek(request, KEY)
+            if state is None or params.get("tab") != "cnn":
+                return gr.skip(), gr.skip()
+            layers = state["subject"].cnn().layers()
+            return tuple(params[key] if params.get(key) in layers else gr.skip() for key in ("cnn_layer",
+                                                                                              "field_layer"))
+
+        @user_errors
+        def views_if_opened(layer: str, mode_value: str, k_value: float, channels_text: str, scale_value: str,
+                            field_layer_value: str, request: gr.Request):
+            if STORE.peek(request, KEY) is None or link_params(request).get("tab") != "cnn":
+                return [gr.skip()] * 4
+            return (feature_view(layer, mode_value, k_value, channels_text, scale_value, request),
+                    *field_view(field_layer_value, request))
+
+        opened = after.then(analyse_if_opened, [model_id, image, prompts], analyse_outputs, api_name=False,
+                            show_progress_on=figures_only(analyse_outputs))
+        opened.success(link_layers, None, [map_layer, field_layer], api_name=False).success(
+            views_if_opened, [*map_controls, field_layer], [maps_plot, *field_outputs], api_name=False)
+
+    @user_errors
+    def clear_if_stale(model: str, picture, request: gr.Request):
+        """The image or model changed: clear every figure drawn from other inputs, and say so."""
+        if is_current(STORE.peek(request, KEY), model, picture):
+            return [gr.skip()] * (len(figures) + 2)
+        STORE.put(request, KEY, None)
+        return [STALE, ""] + [None] * len(figures)
+
+    for changed in (image, model_id):
+        changed.change(clear_if_stale, [model_id, image], [stale_note, field_text, *figures], api_name=False)
+    return CNNTab(fields, draw)

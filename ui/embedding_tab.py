@@ -19,13 +19,15 @@ from models.embed import (
 )
 from ui.errors import user_errors
 from ui.examples import example_paths
-from ui.export import export_button, export_path
+from ui.export import Plot, export_button, export_path
 from ui.plotly_html import map_value, new_token, plotly_map
 from ui.sessions import STORE, SessionStore
 from ui.shared_inputs import SharedInputs
+from ui.webgl_map import map_value as webgl_value
+from ui.webgl_map import point_map, publish_points
 from ui.zero_shot_tab import load_clip
 from viz.embedding_figures import thumbnail_data_url
-from viz.embedding_views import COLOURS, EXPLORER_SEED
+from viz.embedding_views import COLOURS, EXPLORER_SEED, FILTER_COLUMNS, metadata_filter, use_webgl
 from viz.views import Subject, run_view
 from viz.zero_shot import parse_templates, truncation_notice
 
@@ -83,12 +85,33 @@ def _class_labels(text: str) -> list[str]:
 
 def _map_views(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> dict:
     return run_view("embedding.map", state["subject"], embedding_set=state["set"], method=method, colour=colour,
-                    remove_gap=bool(remove_gap), lines=bool(lines), highlight=state["highlight"])
+                    remove_gap=bool(remove_gap), lines=bool(lines), highlight=state["highlight"],
+                    vocabulary=state.get("vocabulary", ()))
 
 
-def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> str:
+def _webgl(state: dict, method: str, colour: str, remove_gap: bool) -> str:
+    """The WebGL map's value; its points array is published once per projection and reused by every recolouring
+    and search (only the colouring and the small JSON view travel again)."""
+    points = run_view("embedding.points", state["subject"], embedding_set=state["set"], method=method, colour=colour,
+                      remove_gap=bool(remove_gap), highlight=state["highlight"],
+                      vocabulary=state.get("vocabulary", ()), filter_column=state.get("filter", ("label", ""))[0],
+                      filter_text=state.get("filter", ("label", ""))[1])["points"]
+    key = (method, bool(remove_gap))
+    urls = state.setdefault("points_urls", {})
+    if key not in urls:
+        urls[key] = publish_points(points.points_bytes())
+    return webgl_value(state["token"], urls[key], points.categories, title=points.title, note=points.note,
+                       highlight=points.highlight, labels=points.labels, contours=points.contours,
+                       texts_first=points.texts_first, mask=points.mask)
+
+
+def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> tuple:
+    """(Plotly map, WebGL map) updates: a set of WEBGL_FROM points or more, or a filtered one, is drawn by WebGL; a
+    smaller one by Plotly (with image-caption lines and symbols per kind)."""
+    if use_webgl(state["set"]) or state.get("filter", ("", ""))[1].strip():
+        return gr.update(visible=False), gr.update(value=_webgl(state, method, colour, remove_gap), visible=True)
     figure = _map_views(state, method, colour, remove_gap, lines)["map"]
-    return map_value(figure.to_json(), state["token"])
+    return gr.update(value=map_value(figure.to_json(), state["token"]), visible=True), gr.update(visible=False)
 
 
 def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> None:
@@ -144,13 +167,12 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         STORE.put(request, KEY, state)
         _MAPS.put(_by_token(token), "map", es)
         progress(0.95, desc=f"{method} projection")
-        figures = _map_views(state, method, colour, remove_gap, lines)
-        map_html = map_value(figures["map"].to_json(), token)
-        gap_figure, gap_note = figures["gap"], figures["gap_note"]
+        plotly_update, webgl_update = _map(state, method, colour, remove_gap, lines)
+        gap_figure, gap_note = run_view("embedding.gap", state["subject"], embedding_set=es).values()
         captions = es.text_kinds.count("caption")
         info = (f"{note}\n\n{len(es.texts)} texts: {captions} captions, {len(es.texts) - captions} class prompts. "
                 f"{gap_note}")
-        return map_html, info, gap_figure
+        return plotly_update, webgl_update, info, gap_figure
 
     @user_errors
     def redraw(method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request):
@@ -166,7 +188,17 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
                            embedding_set=es)
         state["highlight"] = figures["highlight"]
         gallery, info = figures["gallery"], figures["info"]
-        return _map(state, method, colour, remove_gap, lines), gallery, info
+        return *_map(state, method, colour, remove_gap, lines), gallery, info
+
+    @user_errors
+    def name_clusters(vocabulary: str, method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request):
+        """Name the map's clusters with the user's words (comma-separated; empty: the set's own texts)."""
+        state = STORE.get(request, KEY, NOT_YET)
+        words = _class_labels(vocabulary)
+        if words and state["subject"].model is None:
+            state["subject"] = Subject(load_clip(state["set"].model_id))
+        state["vocabulary"] = words
+        return _map(state, method, colour, remove_gap, lines)
 
     @user_errors
     def show_point(index: float, request: gr.Request):
@@ -185,8 +217,19 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
             return None, f"**text {j}** ({es.text_kinds[j]}): {es.texts[j]}"
         raise ValueError(f"Point {i} does not exist: the map has {len(es.images) + len(es.texts)} points.")
 
+    @user_errors
+    def filter_points(column: str, text: str, method: str, colour: str, remove_gap: bool, lines: bool,
+                      request: gr.Request):
+        """Show only the points whose metadata column contains the text (on the WebGL map); empty text: all."""
+        state = STORE.get(request, KEY, NOT_YET)
+        metadata_filter(state["set"], column, text)   # a column or text that matches nothing: a message, no change
+        state["filter"] = (column, text or "")
+        return _map(state, method, colour, remove_gap, lines)
+
     def clicked_point(event: gr.EventData, request: gr.Request):
-        return show_point(getattr(event, "point", -1), request)
+        """A click on the map: the point's image and text, and its number in the Point box."""
+        index = int(getattr(event, "point", -1))
+        return *show_point(index, request), index
 
     @user_errors
     def evaluate(request: gr.Request):
@@ -234,6 +277,16 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
                 remove_gap = gr.Checkbox(value=False, label="Remove each modality's mean (close the gap)")
                 lines = gr.Checkbox(value=True, label="Lines image ↔ caption")
             map_html = plotly_map(point_info, label="Joint embedding map")
+            webgl_html = point_map(point_info, label="Joint embedding map (WebGL)", visible=False)
+            with gr.Row():
+                vocabulary = gr.Textbox(label="Name the clusters with these words (comma-separated; empty: the "
+                                              "set's captions and class prompts)", scale=4)
+                vocabulary_button = gr.Button("Name clusters", size="sm", scale=1)
+            with gr.Row():
+                filter_column = gr.Dropdown(list(FILTER_COLUMNS), value="label", label="Filter by", scale=1)
+                filter_text = gr.Textbox(label="… containing (empty: every point; a filter draws the WebGL map)",
+                                         scale=3)
+                filter_button = gr.Button("Filter", size="sm", scale=1)
             info = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=1):
@@ -251,12 +304,12 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         with gr.Column(scale=1):
             point_image = gr.Image(label="Point", height=256, interactive=False)
         with gr.Column(scale=2):
-            gap_plot = gr.Plot(label="Modality gap: matching vs non-matching pairs")
+            gap_plot = Plot(label="Modality gap: matching vs non-matching pairs")
     evaluate_button = gr.Button("Zero-shot evaluation of the labelled images")
     evaluation_info = gr.Markdown()
     with gr.Row():
-        per_class_plot = gr.Plot(label="Per-class accuracy")
-        confusion_plot = gr.Plot(label="Confusion matrix")
+        per_class_plot = Plot(label="Per-class accuracy")
+        confusion_plot = Plot(label="Confusion matrix")
 
     export_button("Embedding space", [gap_plot, per_class_plot, confusion_plot])
     with gr.Row():
@@ -265,14 +318,20 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         table_file = gr.File(label="Download", interactive=False, scale=2)
     table_button.click(export_table, table_format, table_file, api_name="embedding_table")
     view = [method, colour, remove_gap, lines]
+    maps = [map_html, webgl_html]
     embed_button.click(embed, [model_id, source, count, seed, uploads, folder, labels_text, template, *view],
-                       [map_html, info, gap_plot], api_name="embedding_embed", concurrency_limit=2)
+                       [*maps, info, gap_plot], api_name="embedding_embed", concurrency_limit=2)
     for control in view:
-        control.change(redraw, view, map_html, api_name="embedding_view" if control is method else False,
+        control.change(redraw, view, maps, api_name="embedding_view" if control is method else False,
                        concurrency_limit=2)
-    search_button.click(search, [query, k, *view], [map_html, gallery, query_info], api_name="embedding_search",
+    search_button.click(search, [query, k, *view], [*maps, gallery, query_info], api_name="embedding_search",
+                        concurrency_limit=2)
+    vocabulary_button.click(name_clusters, [vocabulary, *view], maps, api_name="embedding_clusters",
+                            concurrency_limit=2)
+    filter_button.click(filter_points, [filter_column, filter_text, *view], maps, api_name="embedding_filter",
                         concurrency_limit=2)
     point_button.click(show_point, point_index, [point_image, point_text], api_name="embedding_point")
-    map_html.click(user_errors(clicked_point), None, [point_image, point_text], api_name=False)
+    for drawn in maps:
+        drawn.click(user_errors(clicked_point), None, [point_image, point_text, point_index], api_name=False)
     evaluate_button.click(evaluate, None, [evaluation_info, per_class_plot, confusion_plot],
                           api_name="embedding_evaluate")

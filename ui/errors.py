@@ -33,3 +33,16 @@ def user_errors(handler: Callable) -> Callable:
             log.exception("Unexpected error in %s", handler.__name__)
             raise gr.Error(f"Unexpected error ({type(exc).__name__}): {exc}", print_exception=False) from None
     return wrapped
+
+
+CONTROLS = (gr.Dropdown, gr.Slider, gr.Number, gr.Radio, gr.Checkbox, gr.CheckboxGroup, gr.Textbox)
+
+
+def figures_only(outputs: list) -> list:
+    """The outputs an event may mark with its progress and errors (``show_progress_on=``): all but the controls.
+
+    Gradio draws a failed event's "Error" badge over every output it marks; a Layer dropdown or a slider replaced
+    by that badge can no longer be used. Passing ``show_progress_on=figures_only(outputs)`` keeps the badge on the
+    figures and texts, and the controls as they were (the error itself still shows as a message).
+    """
+    return [output for output in outputs if not isinstance(output, CONTROLS)]

@@ -1,9 +1,13 @@
-"""Checks the view tabs share: loading a model for the transformer views (one token grid, or attention per stage)."""
+"""Checks the view tabs share: an upload as it arrives, and loading a model for the transformer views (one token grid,
+or attention per stage)."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import gradio as gr
 
-from models import load_model
+from models.images import ImageInputError, open_image
+from ui.model_access import load_model
 from viz.hierarchical import has_stage_attention
 from viz.views import has_token_grid
 
@@ -39,3 +43,37 @@ def load_attention_model(model_id: str, image: object = True):
         raise gr.Error(f"{model_id} is not a vision transformer (it has no attention on a token grid or per stage); "
                        "open it in the CNN tab.", print_exception=False)
     return model
+
+
+MIN_SIDE = 16   # px: below this a model's resize invents nearly every pixel it sees
+
+
+def _upload_path(payload) -> str | None:
+    """The server-side path of an upload as gr.Image sends it unprocessed (a FileData dict or object, or a path)."""
+    if payload is None or isinstance(payload, str):
+        return payload
+    return payload.get("path") if isinstance(payload, dict) else getattr(payload, "path", None)
+
+
+def check_upload(payload) -> tuple:
+    """Validate an upload as soon as it arrives (not on Analyse): a file that is not an image, too large, or has too
+    many pixels is refused with its reason and cleared from the image box; a tiny image is kept with a warning.
+    Returns (image update, status text); wire it as ``image.upload(check_upload, image, [image, status],
+    preprocess=False)``."""
+    path = _upload_path(payload)
+    if path is None:
+        return gr.update(), gr.update()
+    name = (payload.get("orig_name") if isinstance(payload, dict) else None) or Path(path).name
+    try:
+        image = open_image(path)
+    except ImageInputError as exc:
+        message = f"{name} was not loaded: {exc}"
+        gr.Warning(message)
+        return gr.update(value=None), f"⚠️ {message}"
+    size = f"{image.width}x{image.height} px"
+    if min(image.size) < MIN_SIDE:
+        message = (f"{name} is only {size}: every model resizes it to its own input size (e.g. 224x224), so nearly "
+                   "every pixel it sees is interpolated; its maps say little about the image.")
+        gr.Warning(message)
+        return gr.update(), f"⚠️ {message}"
+    return gr.update(), f"Image **{name}**: {size}."

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from models import load_model
 from ui.errors import user_errors
+from ui.model_access import labelled_choices, load_model, typing_hint
 from viz.domain import model_tab_note
+from viz.reproduce import reproduce_code
 from viz.views import Subject, run_view
 
 FACT_HEADERS = ["fact", "value"]
@@ -28,15 +29,27 @@ def describe_model(model_id: str, progress: gr.Progress = gr.Progress()) -> tupl
             run_view("model.hooks", subject)["hooks"], model_tab_note(model))
 
 
+@user_errors
+def copy_python(model_id: str) -> str:
+    """The notebook code that reads this tab's tables (facts, parameters per block, module tree, hook names)."""
+    if not model_id or not model_id.strip():
+        raise gr.Error("Type or pick a model id first, e.g. bundled:mini-clip.", print_exception=False)
+    return reproduce_code(model_id.strip(), None, [("model.facts", {}), ("model.tree", {}), ("model.hooks", {})],
+                          show="facts", with_image=False)
+
+
 def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str | None) -> None:
     """Widgets and events of the Model tab (call inside ``app``); the default model is described on page load."""
     gr.Markdown("Load any model by id and read its structure: module tree with output shapes for one input, "
                 "parameters per block, and the canonical hook names you can capture.")
     with gr.Row():
-        model_id = gr.Dropdown(model_choices, value=default_model, allow_custom_value=True, label="Model id",
-                               info="bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, torchvision:NAME[/WEIGHTS] "
-                                    "or a local directory", scale=4)
-        load = gr.Button("Load", variant="primary", scale=1)
+        model_id = gr.Dropdown(labelled_choices(model_choices), value=default_model, allow_custom_value=True,
+                               label="Model id", info=typing_hint(), scale=4)
+        with gr.Column(scale=1, min_width=160):
+            load = gr.Button("Load", variant="primary")
+            copy_button = gr.Button("Copy as Python", size="sm")
+    code = gr.Code(language="python", label="Python that reads the same tables in a notebook", visible=False,
+                   interactive=False)
     known = gr.Markdown()  # what a bundled model was trained on, and the real checkpoints to load instead
     with gr.Row():
         facts = gr.Dataframe(headers=FACT_HEADERS, label="Facts", interactive=False)
@@ -49,3 +62,5 @@ def build_model_tab(app: gr.Blocks, model_choices: list[str], default_model: str
                concurrency_limit=2)
     if default_model:
         app.load(describe_model, inputs=model_id, outputs=outputs, api_name=False, concurrency_limit=2)
+    copy_button.click(copy_python, model_id, code, api_name="model_copy_python").success(
+        lambda: gr.update(visible=True), None, code, api_name=False)

@@ -92,3 +92,84 @@ def plotly_map(point_info: Callable[[str], dict], label: str = "Map") -> gr.HTML
     return gr.HTML(value=None, label=label, html_template=TEMPLATE, css_template=CSS, js_on_load=JS,
                    head=f'<script src="/gradio_api/file={PLOTLY_JS}"></script>', server_functions=[map_point],
                    min_height=640)
+
+
+# -- a clickable figure: any Plotly figure drawn by plotly.js in gr.HTML, a click sent back as data coordinates ------
+EMPTY_FIGURE = "Press Analyse to draw this figure."
+FIGURE_TEMPLATE = f'<div class="cs-figure"><p class="cs-empty">{EMPTY_FIGURE}</p></div>'
+
+FIGURE_CSS = """
+.cs-figure { min-height: 120px; }
+.cs-empty { color: #888; padding: 1em; margin: 0; }
+"""
+
+FIGURE_JS = """
+const EMPTY = '""" + EMPTY_FIGURE + """';
+let drawing = Promise.resolve();  // one Plotly call at a time: two quick updates must not interleave
+const draw = () => { drawing = drawing.then(render, render); };
+const render = () => {
+  const host = element.querySelector('.cs-figure');
+  if (!host) return;
+  if (typeof Plotly === 'undefined') { host.textContent = 'plotly.js did not load.'; return; }
+  if (!props.value) {
+    Plotly.purge(host);
+    host.innerHTML = '<p class="cs-empty"></p>';
+    host.firstChild.textContent = EMPTY;
+    return;
+  }
+  let figure;
+  try { figure = JSON.parse(props.value); }
+  catch (error) { host.textContent = 'The figure could not be read.'; return; }
+  const placeholder = host.querySelector('.cs-empty');
+  if (placeholder) placeholder.remove();
+  const config = Object.assign({responsive: true, displaylogo: false}, figure.config || {});
+  return Plotly.react(host, figure.data, figure.layout, config).then(() => {
+    if (host.removeAllListeners) host.removeAllListeners('plotly_click');
+    host.on('plotly_click', (event) => {
+      const point = event.points[0];
+      if (point === undefined || typeof point.x !== 'number' || typeof point.y !== 'number') return;
+      trigger('click', {x: point.x, y: point.y, trace: point.curveNumber});
+    });
+  });
+};
+watch('value', draw);
+draw();
+"""
+
+
+class PlotlyFigure(gr.HTML):
+    """A Plotly figure that answers clicks (gr.Plot has no click event): its ``click`` event carries the clicked
+    point's data coordinates (``event.x``, ``event.y``; for a heatmap the cell's centre, for an image the pixel).
+
+    A handler returns a ``go.Figure`` (or None to clear it); as an input (the exports) it gives what gr.Plot gives,
+    ``{"type": "plotly", "plot": JSON}``, so one export reads both; over the HTTP API its value is the figure JSON.
+    """
+
+    def __init__(self, label: str, **kwargs):
+        gr.set_static_paths([PLOTLY_JS])
+        super().__init__(value=None, label=label, show_label=True, container=True, html_template=FIGURE_TEMPLATE,
+                         css_template=FIGURE_CSS, js_on_load=FIGURE_JS,
+                         head=f'<script src="/gradio_api/file={PLOTLY_JS}"></script>', **kwargs)
+
+    def preprocess(self, payload: str | None) -> dict | None:
+        return {"type": "plotly", "plot": payload} if payload else None
+
+    def postprocess(self, value) -> str | None:
+        """The figure JSON, with the camera button's file name (model and view) in its config."""
+        if value is None or isinstance(value, str):
+            return value
+        from ui.export import image_config
+
+        figure = json.loads(value.to_json())
+        figure["config"] = {**figure.get("config", {}), **image_config(figure)}
+        return json.dumps(figure)
+
+
+def clicked_point(event: gr.EventData) -> tuple[float, float] | None:
+    """The data coordinates (x, y) a PlotlyFigure click carries, or None for an event without them."""
+    data = getattr(event, "_data", None)
+    data = data if isinstance(data, dict) else {}
+    x, y = data.get("x"), data.get("y")
+    if not isinstance(x, (int, float)) or not isinstance(y, (int, float)):
+        return None
+    return float(x), float(y)

@@ -103,9 +103,9 @@ def run_checks(app: gr.Blocks, ids: dict[str, str], image: str | Path | None = N
     from gradio_client import Client
 
     if image is None:
-        from models import shapes
+        from viz.views import check_image
         image = Path(tempfile.mkdtemp(prefix="clipscope-check-")) / "example.png"
-        shapes.make_dataset(1, seed=2024, two_objects_prob=0.0)[0].image.resize((224, 224)).save(image)
+        check_image().save(image)
     port = _free_port()
     app.queue(default_concurrency_limit=2)
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
@@ -127,7 +127,7 @@ def run_checks(app: gr.Blocks, ids: dict[str, str], image: str | Path | None = N
 def registry_checks(ids: dict[str, str]) -> list[CheckResult]:
     """Every registered view (viz.views) that applies to each picker's model, run in this process on a procedural
     image: the views the tabs bind to, including those the HTTP plan above does not call."""
-    from models import load_model
+    from ui.model_access import load_model
     from viz.views import check_views
 
     results = []

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 from PIL import Image
 
-from models import load_model
 from models.catalog import catalog_models
 from models.images import ImageInputError, open_image
 from ui.errors import user_errors
-from ui.examples import example_paths
+from ui.examples import CAPTIONS, DEFAULT_EXAMPLE, example_names, example_path
+from ui.inputs import check_upload
+from ui.model_access import labelled_choices, load_model, typing_hint
 from viz.hierarchical import has_stage_attention
+from viz.provenance import SOURCE_INFO
 from viz.views import has_token_grid
 
 PICKERS = {  # picker -> (label, what a model must have to be offered, tabs that use it)
@@ -26,6 +29,7 @@ PICKERS = {  # picker -> (label, what a model must have to be offered, tabs that
     "cnn": ("CNN model", "has_feature_maps", "CNN"),
     "clip": ("CLIP model", "has_text", "Zero-shot & Softmax, Embedding space"),
 }
+SIDEBAR_WIDTH = 330  # px: the shared inputs stay in view beside every tab
 DEFAULTS = {"transformer": "bundled:mini-clip", "cnn": "bundled:mini-cnn", "clip": "bundled:mini-clip"}
 
 
@@ -46,9 +50,11 @@ class ImageInput(gr.Image):
         if path is None:
             return None
         try:
-            return open_image(path)
+            image = open_image(path)
         except ImageInputError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
+        image.info[SOURCE_INFO] = Path(path).name  # the file name travels into each figure's provenance
+        return image
 
 
 @dataclass
@@ -58,6 +64,7 @@ class SharedInputs:
     image: ImageInput
     pickers: dict[str, gr.Dropdown]
     status: gr.Markdown
+    source: gr.Textbox | None = None  # the image's source: an example's name, "upload", or "" (none)
 
 
 @dataclass(frozen=True)
@@ -134,25 +141,37 @@ def load_picked(model_id: str, progress: gr.Progress = gr.Progress()) -> str:
             f"{model.device} ({seconds:.1f} s).")
 
 
+def pick_example(event: gr.SelectData) -> tuple[str, str]:
+    """A click on an example thumbnail: that example becomes the shared image (and the image source, its name)."""
+    name = example_names()[event.index]
+    return example_path(name), name
+
+
 def build_shared_inputs(extra_models: list[str]) -> SharedInputs:
-    """Create the shared image (with examples) and the three model pickers (call inside the Blocks, above the tabs).
+    """Create the shared image (an example preselected), the example thumbnails with captions and the three model
+    pickers, in a sidebar that stays in view beside every tab (call inside the Blocks).
 
     ``extra_models`` (the launcher's --model ids) come first in every picker and become the defaults where they fit.
     """
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            image = ImageInput(type="filepath", image_mode=None, height=280, sources=["upload", "clipboard"],
-                               label="Image, shared by every tab (upload, paste or pick an example; click it to "
-                                     "pick a patch or a receptive-field unit)")
-            gr.Examples(example_paths(), inputs=image, label="Examples: procedural shapes and photographs")
-        with gr.Column(scale=2):
-            pickers = {}
-            defaults = default_ids(extra_models)
-            for picker, (label, _, tabs) in PICKERS.items():
-                pickers[picker] = gr.Dropdown(picker_choices(picker, extra_models), value=defaults[picker],
-                                              allow_custom_value=True, label=label, info=f"used by: {tabs}")
-            status = gr.Markdown("Any id can be typed: bundled:*, open_clip:ARCH/TAG, hf:REPO, timm:NAME, "
-                                 "torchvision:NAME[/WEIGHTS] or a local folder.")
+    with gr.Sidebar(width=SIDEBAR_WIDTH, open=True, elem_id="cs-shared"):
+        image = ImageInput(value=example_path(DEFAULT_EXAMPLE), type="filepath", image_mode=None, height=220,
+                           sources=["upload", "clipboard"],
+                           label="Image, shared by every tab (upload, paste or pick an example; click it to "
+                                 "pick a patch or a receptive-field unit)")
+        examples = gr.Gallery([(example_path(n), caption) for n, caption in CAPTIONS.items()],
+                              label="Examples (click one)", columns=3, rows=2, height=176, allow_preview=False,
+                              object_fit="cover", buttons=[], elem_id="cs-examples")
+        source = gr.Textbox(DEFAULT_EXAMPLE, visible="hidden", label="Image source", elem_id="cs-image-source")
+        pickers = {}
+        defaults = default_ids(extra_models)
+        for picker, (label, *_) in PICKERS.items():
+            pickers[picker] = gr.Dropdown(labelled_choices(picker_choices(picker, extra_models)),
+                                          value=defaults[picker], allow_custom_value=True, label=label)
+        status = gr.Markdown(typing_hint(), elem_id="cs-status")
     for picker in pickers.values():
         picker.change(load_picked, picker, status, api_name=False, concurrency_limit=2)
-    return SharedInputs(image=image, pickers=pickers, status=status)
+    examples.select(pick_example, None, [image, source], api_name=False)
+    image.upload(lambda: "upload", None, source, api_name=False)
+    image.upload(check_upload, image, [image, status], preprocess=False, api_name=False, show_progress="hidden")
+    image.clear(lambda: "", None, source, api_name=False)
+    return SharedInputs(image=image, pickers=pickers, status=status, source=source)

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import gradio as gr
 
-from models import load_model
 from models.images import open_image
 from ui.errors import user_errors
-from ui.export import export_button
+from ui.export import Plot, export_button
+from ui.model_access import load_model
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
 from viz.views import Subject, run_view
@@ -23,6 +23,7 @@ MAX_PAIRS = 16
 TEMPLATE_MODES = [f"default: {DEFAULT_TEMPLATE}", "custom", f"ensemble of {len(ENSEMBLE_TEMPLATES)} templates"]
 PAIR_SOURCES = ["procedural shapes and their captions", "my images and texts"]
 DEFAULT_LABELS = ", ".join(LABELS)
+SLIDER_DECIMALS = 2   # the sliders' step is 0.01: a value box with more digits says nothing more
 
 
 def load_clip(model_id: str):
@@ -57,8 +58,9 @@ def _slider_updates(state: dict) -> list:
     for position in range(MAX_SLIDERS):
         if position < len(held):
             index = held[position]
-            updates.append(gr.update(visible=True, minimum=round(low, 3), maximum=round(high, 3),
-                                     value=float(result.logits[index]), label=f"logit: {result.labels[index]}"))
+            updates.append(gr.update(visible=True, minimum=round(low, 2), maximum=round(high, 2),
+                                     value=round(float(result.logits[index]), SLIDER_DECIMALS),
+                                     label=f"logit: {result.labels[index]}"))
         else:
             updates.append(gr.update(visible=False, value=0.0))
     return updates
@@ -137,19 +139,19 @@ def build_zero_shot_tab(shared: SharedInputs) -> None:
                                 value="a picture of a {}", lines=2)
             k = gr.Slider(1, 20, value=5, step=1, label="Top k")
         with gr.Column(scale=2):
-            top_plot = gr.Plot(label="Top-k labels")
+            top_plot = Plot(label="Top-k labels")
             notice = gr.Markdown()
     gr.Markdown("**Softmax sliders**: each slider is one logit of the current prediction. Moving one changes every "
                 "probability at once: that class rises, all others fall, and they still sum to 1. The temperature "
                 "divides every logit: low T is sharp (one class takes all), high T is flat.")
     with gr.Row():
         with gr.Column(scale=1):
-            sliders = [gr.Slider(-30, 30, value=0.0, step=0.01, label=f"logit {i}", visible=False)
+            sliders = [gr.Slider(-30, 30, value=0.0, step=10 ** -SLIDER_DECIMALS, label=f"logit {i}", visible=False)
                        for i in range(MAX_SLIDERS)]
             log_t = gr.Slider(-2, 2, value=0.0, step=0.01, label="Temperature: log10 T (−2 sharp … 0 model … 2 flat)")
             reset = gr.Button("Reset to the model's logits and T = 1")
         with gr.Column(scale=2):
-            softmax_plot = gr.Plot(label="Probabilities")
+            softmax_plot = Plot(label="Probabilities")
             entropy = gr.Markdown()
     gr.Markdown("**Similarity matrix**: every image against every text, as in CLIP's training picture (matching "
                 "pairs on the outlined diagonal), then scaled by the logit scale and softmaxed along each axis: "
@@ -162,19 +164,21 @@ def build_zero_shot_tab(shared: SharedInputs) -> None:
             texts = gr.Textbox(label="My texts, one per line", lines=4)
             similarity_button = gr.Button("Similarity matrix", variant="primary")
         with gr.Column(scale=2):
-            similarity_plot = gr.Plot(label="Cosine similarity")
-            halves_plot = gr.Plot(label="Softmax along each axis")
+            similarity_plot = Plot(label="Cosine similarity")
+            halves_plot = Plot(label="Softmax along each axis")
             similarity_notice = gr.Markdown()
     export_button("Zero-shot", [top_plot, softmax_plot, similarity_plot, halves_plot])
     slider_outputs = [*sliders, log_t, softmax_plot, entropy]
+    # progress and errors show on the figures only: a failed request must not turn a slider into an "Error" badge
     classify_button.click(classify, [model_id, image, labels, mode, custom, k],
-                          [top_plot, notice, *slider_outputs], api_name="zero_shot_classify", concurrency_limit=2)
+                          [top_plot, notice, *slider_outputs], api_name="zero_shot_classify", concurrency_limit=2,
+                          show_progress_on=[top_plot, softmax_plot])
     for slider in sliders:
         slider.input(move_sliders, [*sliders, log_t], [softmax_plot, entropy], api_name=False,
                      trigger_mode="always_last", show_progress="hidden")
     log_t.input(move_sliders, [*sliders, log_t], [softmax_plot, entropy], api_name="softmax_sliders",
                 trigger_mode="always_last", show_progress="hidden")
-    reset.click(reset_sliders, None, slider_outputs, api_name="softmax_reset")
+    reset.click(reset_sliders, None, slider_outputs, api_name="softmax_reset", show_progress_on=[softmax_plot])
     similarity_button.click(similarity, [model_id, source, count, files, texts],
                             [similarity_plot, halves_plot, similarity_notice], api_name="similarity_matrix",
                             concurrency_limit=2)

@@ -264,3 +264,14 @@ def text_token_relevance(model, pixels: torch.Tensor, prompt: str) -> tuple[list
     """Relevance of each token of ``prompt`` for its similarity with ``pixels`` (see clip_prompt_relevancy)."""
     _, strings, scores = clip_prompt_relevancy(model, pixels, prompt)
     return strings, scores
+
+
+def special_token_flags(model, prompt: str) -> list[bool]:
+    """For each shown token of ``prompt`` (as :meth:`token_strings` lists them): is it a start, end, padding or
+    class token rather than a piece of the text? Read from the tokenizer's special ids (models.tokens)."""
+    ids = model.tokenize([prompt])[0].cpu()
+    positions, pooled = model.token_positions(ids)
+    kind = model.text.token_kind
+    flags = [kind(int(ids[p])) == "special" if kind is not None else p in (0, positions[-1])
+             for p in positions if p < len(ids)]
+    return flags + [True] * (len(positions) - len(flags))  # CoCa's class token appended past the ids

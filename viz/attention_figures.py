@@ -5,13 +5,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+import plotly.colors as px_colors
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from viz.attention import DISTANCE_CONVENTIONS
+from viz.attention import DISTANCE_CONVENTIONS, fuse_heads
 from viz.attention_session import AttentionSteps
 from viz.patch_figures import mosaic
+from viz.softmax import entropy
 
 HEAT = "Inferno"
 
@@ -59,20 +61,66 @@ def head_grid_figure(maps, title: str) -> go.Figure:
     return fig
 
 
-def steps_figure(steps: AttentionSteps, token_labels: Sequence[str]) -> go.Figure:
-    """Scores q.k * scale / T and the softmax weights for one query, token by token."""
-    scaled = _np(steps.raw_scores) * steps.scale / steps.temperature
-    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.12,
-                        subplot_titles=(f"scores q·k × {steps.scale:.4f} / T (T = {steps.temperature:g})",
-                                        f"softmax weights (entropy {steps.entropy:.3f} nats, "
-                                        f"uniform {math.log(len(scaled)):.3f})",
-                                        "output = weights · V (one value per head dimension)"))
-    fig.add_trace(go.Bar(x=list(token_labels), y=scaled, name="scaled score", marker_color="#636efa"), 1, 1)
-    fig.add_trace(go.Bar(x=list(token_labels), y=_np(steps.weights), name="weight", marker_color="#ef553b"), 2, 1)
-    fig.add_trace(go.Bar(y=_np(steps.output), name="output", marker_color="#00cc96"), 3, 1)
+def head_phrase(head: int | str, heads: int) -> str:
+    """"head 2" for one head, "mean of 4 heads" for a fusion: what a figure title says it shows."""
+    return f"head {head}" if isinstance(head, int) else f"{head} of {heads} heads"
+
+
+def steps_figure(steps: Sequence[AttentionSteps], token_labels: Sequence[str], layer: int, head: int | str,
+                 query_label: str, prefix_tokens: int = 1) -> go.Figure:
+    """Scores q·k × scale / T, the softmax weights and the output for one query at one layer, token by token.
+
+    ``steps`` holds one head's computation (``head`` its index), or for ``head`` = "mean" / "max" / "min" every
+    head's: the figure then draws each head's scores, the fused weight row (the row the overlay shows) and every
+    head's output one after another.
+    Keys are numbered on the x axis (prefix tokens first, in another colour); the hover names each token.
+    """
+    steps = list(steps)
+    fusion = head if isinstance(head, str) else None
+    heads = len(steps)
+    first = steps[0]
+    scaled = np.stack([_np(s.raw_scores) * s.scale / s.temperature for s in steps])
+    weights = np.stack([_np(s.weights) for s in steps])
+    tokens = scaled.shape[1]
+    keys = np.arange(tokens)
+    names = np.asarray(list(token_labels), dtype=object)
+    colours = ["#ab63fa" if t < prefix_tokens else None for t in keys]
+    if fusion is None:
+        shown_weights = weights[0]
+    else:
+        shown_weights = _np(fuse_heads(torch.as_tensor(weights)[None, :, None, :], fusion))[0, 0]
+    spread = (f"entropy {entropy(shown_weights):.3f} nats, uniform {math.log(tokens):.3f}" if fusion in (None, "mean")
+              else f"sum {shown_weights.sum():.3f}: a {fusion} over heads is not a distribution")
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.14, subplot_titles=(
+        f"scores q·k × {first.scale:.4f} / T (T = {first.temperature:g})"
+        + ("" if fusion is None else f", each of {heads} heads"),
+        f"softmax weights{'' if fusion is None else f' ({fusion} over heads)'}: {spread}",
+        "output = weights · V" + (" (one value per head dimension)" if fusion is None
+                                  else f" of each head, concatenated ({heads} × {first.output.shape[-1]})")))
+    hover = "key %{x}: %{customdata}<br>%{y:.4f}<extra>%{fullData.name}</extra>"
+    if fusion is None:
+        fig.add_trace(go.Bar(x=keys, y=scaled[0], name="scaled score", customdata=names, hovertemplate=hover,
+                             marker_color=[c or "#636efa" for c in colours]), 1, 1)
+    else:
+        for h in range(heads):
+            fig.add_trace(go.Scatter(x=keys, y=scaled[h], mode="lines+markers", name=f"head {h}",
+                                     marker={"size": 4}, customdata=names, hovertemplate=hover), 1, 1)
+    fig.add_trace(go.Bar(x=keys, y=shown_weights, name="weight", customdata=names, hovertemplate=hover,
+                         marker_color=[c or "#ef553b" for c in colours], showlegend=False), 2, 1)
+    output = np.concatenate([_np(s.output) for s in steps])
+    fig.add_trace(go.Bar(y=output, name="output", marker_color="#00cc96", showlegend=False,
+                         hovertemplate="dimension %{x}<br>%{y:.4f}<extra></extra>"), 3, 1)
     fig.update_yaxes(range=[0, 1], row=2, col=1)
-    fig.update_xaxes(title_text="head dimension", row=3, col=1)
-    fig.update_layout(showlegend=False, height=620, margin={"l": 40, "r": 10, "t": 50, "b": 40})
+    prefix = {0: "", 1: "0: prefix, purple; then "}.get(prefix_tokens, f"0–{prefix_tokens - 1}: prefix, purple; then ")
+    for row in (1, 2):
+        fig.update_xaxes(title_text=f"key token ({prefix}the patches row by row; hover names each)",
+                         title_standoff=2, range=[-0.5, tokens - 0.5], row=row, col=1)
+    fig.update_xaxes(title_text="head dimension" if fusion is None else "dimension (heads one after another)",
+                     row=3, col=1)
+    fig.update_layout(title=f"Step by step: layer {layer}, {head_phrase(head, heads)}, query {query_label}",
+                      showlegend=fusion is not None, legend={"orientation": "h", "y": 1.1, "x": 1,
+                                                             "xanchor": "right", "yanchor": "bottom"},
+                      height=720, margin={"l": 40, "r": 10, "t": 90, "b": 40})
     return fig
 
 
@@ -116,30 +164,73 @@ def patch_grid_figure(image: np.ndarray, grid: tuple[int, int], patch_size: tupl
     return fig
 
 
+def _discrete_scale(count: int, palette: Sequence[str]) -> list[list]:
+    """A colour scale with one flat band per category 0..count-1 (so a colour bar reads as a legend)."""
+    scale = []
+    for i in range(count):
+        colour = palette[i % len(palette)]
+        scale += [[i / count, colour], [(i + 1) / count, colour]]
+    return scale
+
+
 def patch_zero_shot_figure(image: np.ndarray, similarities, prompts: Sequence[str]) -> go.Figure:
-    """Which prompt each patch matches best, over the image; hover shows the cosine."""
-    sims = _np(similarities)
+    """Which prompt each patch matches best, over the image, one colour per prompt named in the colour bar; hover
+    shows the best prompt, its cosine and the runner-up's."""
+    sims = _np(similarities).astype(float)
     best = sims.argmax(-1)
     height, width = image.shape[:2]
     rows, cols = best.shape
-    labels = np.asarray(prompts, dtype=object)[best]
+    count = len(prompts)
+    ranked = np.sort(sims, axis=-1)
+    second = ranked[..., -2] if count > 1 else np.full(best.shape, np.nan)
+    names = np.asarray(prompts, dtype=object)[best]
+    shares = [f"{p} ({(best == i).mean():.0%} of patches)" for i, p in enumerate(prompts)]
     fig = go.Figure([
         go.Image(z=image, hoverinfo="skip"),
         go.Heatmap(z=best, x0=width / cols / 2, dx=width / cols, y0=height / rows / 2, dy=height / rows,
-                   opacity=0.5, colorscale="Turbo", zmin=0, zmax=max(len(prompts) - 1, 1), showscale=False,
-                   customdata=np.dstack([labels, sims.max(-1).round(3)]),
-                   hovertemplate="%{customdata[0]}<br>cosine %{customdata[1]}<extra></extra>"),
+                   opacity=0.5, colorscale=_discrete_scale(count, px_colors.qualitative.Plotly), zmin=-0.5,
+                   zmax=count - 0.5, customdata=np.dstack([names, sims.max(-1), second]),
+                   colorbar={"title": "best prompt", "tickmode": "array", "tickvals": list(range(count)),
+                             "ticktext": shares, "len": min(1.0, 0.12 + 0.1 * count)},
+                   hovertemplate="%{customdata[0]}<br>cosine %{customdata[1]:.3f} (next best %{customdata[2]:.3f})"
+                                 "<extra></extra>"),
     ])
-    fig.update_layout(title="Best-matching prompt per patch", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    fig.update_layout(title="Best-matching prompt per patch (colour = prompt; hover: cosine)", height=420,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
     fig.update_xaxes(visible=False, range=[0, width])
     fig.update_yaxes(visible=False, range=[height, 0], scaleanchor="x")
     return fig
 
 
-def token_relevance_figure(tokens: Sequence[str], scores) -> go.Figure:
-    """Relevance of each prompt token (start and end tokens included) as bars."""
+def token_relevance_figure(tokens: Sequence[str], scores, special: Sequence[bool] | None = None) -> go.Figure:
+    """Relevance of each prompt token. The start / end / pooled tokens usually hold nearly all of it (the text
+    embedding is read there), so they are drawn apart, each labelled with its share, and the content tokens get
+    their own axis, their shares of the content relevance on the bars."""
+    scores = _np(scores).astype(float)
     labels = [f"{i}:{t}" for i, t in enumerate(tokens)]
-    fig = go.Figure(go.Bar(x=labels, y=_np(scores), marker_color="#00cc96"))
-    fig.update_layout(title="Relevance of each prompt token for the image-text similarity", height=320,
-                      yaxis_title="relevance", margin={"l": 40, "r": 10, "t": 40, "b": 40})
+    special = list(special) if special is not None else [_is_special(t) for t in tokens]
+    total = float(np.abs(scores).sum()) or 1.0
+    content = [i for i, s in enumerate(special) if not s]
+    apart = [i for i, s in enumerate(special) if s]
+    content_total = float(np.abs(scores[content]).sum()) or 1.0
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.75, 0.25], horizontal_spacing=0.1, subplot_titles=(
+        f"content tokens ({sum(abs(scores[i]) for i in content) / total:.0%} of the relevance)",
+        f"start / end tokens ({sum(abs(scores[i]) for i in apart) / total:.0%})"))
+    fig.add_trace(go.Bar(x=[labels[i] for i in content], y=scores[content], marker_color="#00cc96", name="content",
+                         text=[f"{abs(scores[i]) / content_total:.0%}" for i in content], textposition="outside",
+                         hovertemplate="%{x}<br>relevance %{y:.4f}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Bar(x=[labels[i] for i in apart], y=scores[apart], marker_color="#bbbbbb", name="start / end",
+                         text=[f"{abs(scores[i]) / total:.0%}" for i in apart], textposition="outside",
+                         hovertemplate="%{x}<br>relevance %{y:.4f}<extra></extra>"), 1, 2)
+    fig.update_yaxes(title_text="relevance", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(rangemode="tozero", row=1, col=2)
+    fig.update_layout(title="Relevance of each prompt token for the image-text similarity", height=340,
+                      showlegend=False, margin={"l": 40, "r": 10, "t": 70, "b": 40})
     return fig
+
+
+def _is_special(token: str) -> bool:
+    """Start, end, padding, class and pooled tokens as the towers spell them: "<start_of_text>", "</s>", "[CLS]",
+    "<cls>", "... (pooled)"."""
+    token = token.strip()
+    return token.endswith("(pooled)") or (len(token) > 2 and ((token[0], token[-1]) in (("<", ">"), ("[", "]"))))

@@ -3,9 +3,10 @@ prompt-token relevance, per-patch zero-shot and mean attention distance; all but
 from __future__ import annotations
 
 from models import shapes
-from viz.attention import FUSIONS, mean_distance_by_layer
+from viz.attention import FUSIONS, mean_distance_by_layer, special_token_flags
 from viz.attention_figures import (
     head_grid_figure,
+    head_phrase,
     mean_distance_figure,
     overlay_figure,
     patch_zero_shot_figure,
@@ -72,7 +73,8 @@ def query_view(subject: Subject, layer: int = 0, head: int | str = "mean", query
     label = token_label(session, query)
     cell = None if query < session.prefix else divmod(query - session.prefix, session.grid[1])
     overlay = overlay_figure(_seen(session), session.query_map(layer, chosen, query),
-                             f"layer {layer}, head {head}: where {label} looks", query_cell=cell)
+                             f"layer {layer}, {head_phrase(chosen, session.vit.num_heads)}: where {label} looks",
+                             query_cell=cell)
     info = f"Query: **{label}** (token {query}). Click the image to pick a patch."
     return {"overlay": overlay, "query_info": "\n\n".join([info, *domain_notes(subject.model, [subject.image])])}
 
@@ -93,9 +95,10 @@ def steps_view(subject: Subject, layer: int = 0, head: int | str = 0, query: int
     session = subject.attention()
     layer, query = _layer(session, layer), _query(session, query)
     chosen = head_choice(head, session.vit.num_heads)
-    step_head = 0 if isinstance(chosen, str) else chosen
+    shown = range(session.vit.num_heads) if isinstance(chosen, str) else [chosen]  # a fusion: every head, fused
     labels = [token_label(session, t) for t in range(session.num_tokens)]
-    return {"steps": steps_figure(session.steps(layer, step_head, query, float(temperature)), labels)}
+    steps = [session.steps(layer, h, query, float(temperature)) for h in shown]
+    return {"steps": steps_figure(steps, labels, layer, chosen, token_label(session, query), session.prefix)}
 
 
 @view("attention.rollout", "Attention", has_token_grid, checks=({}, {"fusion": "max", "discard": 0.5}))
@@ -118,7 +121,7 @@ def relevancy_view(subject: Subject, target: str | int | None = None) -> Figures
         heat = session.relevancy(prompt)
         tokens, scores = session.token_relevance(prompt)
         return {"relevancy": overlay_figure(_seen(session), heat, f"Relevancy for “{prompt}”"),
-                "token_relevance": token_relevance_figure(tokens, scores)}
+                "token_relevance": token_relevance_figure(tokens, scores, special_token_flags(model, prompt))}
     index = output_index(model.image_tower.class_names, target, output_vector(session.vit, session.output)[0])
     heat = session.relevancy(index)
     return {"relevancy": overlay_figure(_seen(session), heat, f"Relevancy for {model.output_label(index)}")}

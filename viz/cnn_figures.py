@@ -86,15 +86,30 @@ def prediction_figure(prediction: Prediction, title: str = "Prediction") -> go.F
 
 
 # -- feature maps and filters -------------------------------------------------------------------------------------
-def feature_grid_figure(scaled: np.ndarray, channels: list[int], title: str, columns: int | None = None) -> go.Figure:
-    """Channel maps (n, rows, cols) already scaled to [0, 1] as one coloured PNG mosaic, each tile labelled."""
+def _colour_bar(scale: str, title: str, value_range: tuple[float, float] | None) -> go.Scatter:
+    """An invisible trace that draws only a colour bar: real values where one range holds for every tile, else
+    "min" and "max" of each map."""
+    low, high = value_range or (0.0, 1.0)
+    bar = {"title": title} if value_range else {"title": title, "tickmode": "array", "tickvals": [0, 1],
+                                                 "ticktext": ["each map's min", "each map's max"]}
+    return go.Scatter(x=[None], y=[None], mode="markers", hoverinfo="skip", showlegend=False,
+                      marker={"colorscale": scale, "cmin": low, "cmax": high, "color": [low], "showscale": True,
+                              "colorbar": bar})
+
+
+def feature_grid_figure(scaled: np.ndarray, channels: list[int], title: str, columns: int | None = None,
+                        value_range: tuple[float, float] | None = None) -> go.Figure:
+    """Channel maps (n, rows, cols) already scaled to [0, 1] as one coloured PNG mosaic, each tile labelled, with a
+    colour bar in activation units where one ``value_range`` (min, max) holds for every tile (per layer, global),
+    else from each map's own min to max."""
     n, h, w = scaled.shape
     columns = columns or math.ceil(math.sqrt(n))
     gap = max(1, h // 16)
     grid = mosaic(scaled, columns, gap=gap)
     factor = max(1, math.ceil(480 / max(grid.shape)))
     rgb = colourise(grid).repeat(factor, axis=0).repeat(factor, axis=1)
-    fig = go.Figure(go.Image(source=png_source(rgb), hoverinfo="skip"))
+    fig = go.Figure([go.Image(source=png_source(rgb), hoverinfo="skip"), _colour_bar(MAP_SCALE, "activation",
+                                                                                    value_range)])
     fig.update_layout(annotations=[  # one call: add_annotation re-validates the whole list each time
         {"x": ((i % columns) * (w + gap) + 1) * factor, "y": ((i // columns) * (h + gap) + 1) * factor,
          "text": f"ch {channel}", "showarrow": False, "xanchor": "left", "yanchor": "top",
@@ -201,7 +216,8 @@ def shift_figure(probes: list[ShiftProbe]) -> go.Figure:
             for col in (1, 2):
                 fig.add_vline(x=multiple, line={"color": colour, "dash": "dot", "width": 1}, row=1, col=col)
     fig.update_xaxes(title_text="shift (input pixels)")
-    fig.update_yaxes(title_text="similarity", row=1, col=1)
+    kinds = list(dict.fromkeys(probe.output_kind for probe in probes))
+    fig.update_yaxes(title_text=" / ".join(kinds), row=1, col=1)
     fig.update_yaxes(title_text="relative change", rangemode="tozero", row=1, col=2)
     fig.update_layout(title="Translation: does the model move with the image?", margin=MARGIN, height=440,
                       legend={"orientation": "h", "y": -0.25})

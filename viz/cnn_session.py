@@ -82,6 +82,14 @@ class CNNSession:
                             global_range=self._global_range(maps))
         return scaled, chosen
 
+    def display_range(self, layer: str, scale: str) -> tuple[float, float] | None:
+        """The activation values the ends of the colour scale stand for under ``scale`` ("per layer": the layer's
+        min and max, "global": every captured layer's); None for "per unit" (each map has its own)."""
+        if scale == "per unit":
+            return None
+        maps = self.layer_maps(layer)
+        return value_range(maps) if scale == "per layer" else self._global_range(maps)
+
     def _global_range(self, extra: torch.Tensor) -> tuple[float, float]:
         low, high = value_range(extra)
         if self.global_range is None:

@@ -94,7 +94,8 @@ def feature_maps_view(subject: Subject, layer: str | None = None, k: int = 16, c
     c, h, w = session.layer_maps(layer).shape
     how = "top channels by mean activation" if not channels else "chosen channels"
     return {"feature_maps": feature_grid_figure(
-        scaled, chosen, f"{layer}: {len(chosen)} of {c} channels ({h}x{w}), {how}, colour scale {scale}")}
+        scaled, chosen, f"{layer}: {len(chosen)} of {c} channels ({h}x{w}), {how}, colour scale {scale}",
+        value_range=session.display_range(layer, scale))}
 
 
 @view("cnn.filters", "CNN", has_feature_maps)

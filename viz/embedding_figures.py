@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 from PIL import Image
-from plotly.colors import qualitative
 
 from models.embed import EmbeddingSet
 from viz.embedding_space import ModalityGap, PairSimilarities, Projection, ZeroShotEvaluation
+from viz.map_payload import group_colours
 
-COLOUR_MODES = ("modality", "label", "prediction")
-PALETTE = qualitative.Dark24 + qualitative.Light24
+COLOUR_MODES = ("modality", "label", "prediction", "cluster")
 MAX_LEGEND_GROUPS = 48
 IMAGE_COLOUR, CAPTION_COLOUR, CLASS_COLOUR = "#1f77b4", "#ff7f0e", "#2ca02c"
 
@@ -34,7 +33,8 @@ def thumbnail_data_url(image: Image.Image, size: int = 64, quality: int = 80) ->
 
 
 def _colours(names: Sequence[str]) -> dict[str, str]:
-    return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(dict.fromkeys(names))}
+    """A colour per name that agrees with it: "red heart" is red (viz.map_payload.group_colours)."""
+    return group_colours(names)
 
 
 def _image_hover(es: EmbeddingSet, predictions: Sequence[str] | None) -> list[str]:
@@ -53,13 +53,17 @@ def _image_hover(es: EmbeddingSet, predictions: Sequence[str] | None) -> list[st
 
 def embedding_map_figure(es: EmbeddingSet, projection: Projection, colour_by: str = "modality",
                          predictions: Sequence[str] | None = None, highlight: Sequence[int] = (),
-                         show_lines: bool = True, title: str | None = None) -> go.Figure:
-    """Images and texts on the 2-D map, coloured by modality, label or zero-shot prediction; image-caption pairs
-    joined by lines; ``highlight`` images (a query's nearest, best first) ringed and numbered."""
+                         show_lines: bool = True, title: str | None = None, clusters: Sequence[str] | None = None,
+                         cluster_labels: Sequence[tuple[str, float, float]] = ()) -> go.Figure:
+    """Images and texts on the 2-D map, coloured by modality, label, zero-shot prediction or cluster (``clusters``:
+    each image's cluster name); image-caption pairs joined by lines; ``highlight`` images (a query's nearest, best
+    first) ringed and numbered; ``cluster_labels`` (name, x, y) written at the cluster centres."""
     if colour_by not in COLOUR_MODES:
         raise ValueError(f"Colour by one of {', '.join(COLOUR_MODES)}, not {colour_by!r}.")
     if colour_by == "prediction" and predictions is None:
         raise ValueError("Colouring by zero-shot prediction needs the predictions (the set has no class labels).")
+    if colour_by == "cluster" and clusters is None:
+        raise ValueError("Colouring by cluster needs each image's cluster.")
     n = len(es.images)
     xy_images, xy_texts = projection.image_coords, projection.text_coords
     hover = np.asarray(_image_hover(es, predictions), dtype=object)
@@ -72,23 +76,25 @@ def embedding_map_figure(es: EmbeddingSet, projection: Projection, colour_by: st
         traces.append(go.Scattergl(x=segments[:, 0], y=segments[:, 1], mode="lines", name="image–caption pairs",
                                    line={"color": "rgba(120,120,120,0.35)", "width": 1}, hoverinfo="skip"))
     groups = {"modality": ["images"] * n, "label": [label or "no label" for label in es.labels],
-              "prediction": list(predictions) if predictions is not None else []}[colour_by]
+              "prediction": list(predictions) if predictions is not None else [],
+              "cluster": list(clusters) if clusters is not None else []}[colour_by]
     colour_of = _colours(groups + [label or "no label" for label in es.text_labels])
     names = list(dict.fromkeys(groups))
+    image_traces: list[go.Scattergl] = []
     if len(names) <= MAX_LEGEND_GROUPS:
-        for name in names:
+        for rank, name in enumerate(names):
             rows = np.flatnonzero(np.asarray(groups, dtype=object) == name)
             colour = IMAGE_COLOUR if colour_by == "modality" else colour_of[name]
-            traces.append(go.Scattergl(x=xy_images[rows, 0], y=xy_images[rows, 1], mode="markers", name=name,
-                                       marker={"size": 6, "color": colour, "opacity": 0.85},
-                                       customdata=rows.astype(np.int32), hovertext=hover[rows],
-                                       hovertemplate="%{hovertext}<extra></extra>"))
-    else:  # too many classes for a legend: one trace, one colour per class
-        codes = np.array([names.index(g) for g in groups], dtype=np.int32)
-        traces.append(go.Scattergl(x=xy_images[:, 0], y=xy_images[:, 1], mode="markers", name="images",
-                                   marker={"size": 6, "color": codes, "colorscale": "Turbo", "opacity": 0.85},
-                                   customdata=np.arange(n, dtype=np.int32), hovertext=hover,
-                                   hovertemplate="%{hovertext}<extra></extra>"))
+            image_traces.append(go.Scattergl(x=xy_images[rows, 0], y=xy_images[rows, 1], mode="markers", name=name,
+                                             marker={"size": 6, "color": colour, "opacity": 0.9}, legendrank=rank,
+                                             customdata=rows.astype(np.int32), hovertext=hover[rows],
+                                             hovertemplate="%{hovertext}<extra></extra>"))
+    else:  # too many groups for a legend: one trace, each point in its group's colour
+        image_traces.append(go.Scattergl(x=xy_images[:, 0], y=xy_images[:, 1], mode="markers", name="images",
+                                         marker={"size": 6, "color": [colour_of[g] for g in groups], "opacity": 0.9},
+                                         customdata=np.arange(n, dtype=np.int32), hovertext=hover, legendrank=0,
+                                         hovertemplate="%{hovertext}<extra></extra>"))
+    # texts are drawn before the images (a later trace is drawn on top), so no text marker hides an image
     for kind, symbol, default in (("caption", "diamond", CAPTION_COLOUR), ("class", "star", CLASS_COLOUR)):
         rows = np.flatnonzero(np.asarray(es.text_kinds, dtype=object) == kind)
         if not len(rows):
@@ -101,21 +107,30 @@ def embedding_map_figure(es: EmbeddingSet, projection: Projection, colour_by: st
         traces.append(go.Scattergl(x=xy_texts[rows, 0], y=xy_texts[rows, 1], mode="markers",
                                    name="captions" if kind == "caption" else "class prompts",
                                    marker={"size": 9 if kind == "caption" else 13, "symbol": symbol, "color": colour,
-                                           "line": {"width": 1, "color": "black"}},
+                                           "line": {"width": 1, "color": "black"}, "opacity": 0.8},
+                                   legendrank=1000 + len(traces),
                                    customdata=(rows + n).astype(np.int32), hovertext=text_hover,
                                    hovertemplate="%{hovertext}<extra></extra>"))
+    traces += image_traces
+    if len(cluster_labels):
+        names, xs, ys = zip(*cluster_labels, strict=True)
+        traces.append(go.Scattergl(x=list(xs), y=list(ys), mode="text", text=list(names), name="cluster names",
+                                   textfont={"size": 12, "color": "#111"}, hoverinfo="skip"))
     if len(highlight):
         rows = np.asarray(highlight, dtype=np.int64)
+        # thin rings a little larger than a point, numbered beside it: neighbouring results stay apart
         traces.append(go.Scattergl(x=xy_images[rows, 0], y=xy_images[rows, 1], mode="markers+text",
                                    name=f"query: top {len(rows)}", text=[str(i + 1) for i in range(len(rows))],
-                                   textposition="top center",
-                                   marker={"size": 16, "symbol": "circle-open", "color": "red", "line": {"width": 3}},
+                                   textposition="top right", textfont={"size": 10, "color": "#b00000"},
+                                   marker={"size": 10, "symbol": "circle-open", "color": "#d00000",
+                                           "line": {"width": 1.5}},
                                    customdata=rows.astype(np.int32), hovertext=hover[rows],
                                    hovertemplate="%{hovertext}<extra></extra>"))
     fig = go.Figure(traces)
     method = projection.method.upper()
     gap = ", modality means removed" if projection.remove_gap else ""
-    fig.update_layout(title=title or f"{method} of {n} images and {len(es.texts)} texts ({es.model_id}{gap})",
+    note = f"<br><sup>{projection.note}</sup>" if projection.note else ""
+    fig.update_layout(title=title or f"{method} of {n} images and {len(es.texts)} texts ({es.model_id}{gap}){note}",
                       height=620, hovermode="closest", legend={"itemsizing": "constant"},
                       margin={"l": 10, "r": 10, "t": 50, "b": 10})
     fig.update_xaxes(showticklabels=False, title=f"{method} 1")
@@ -162,7 +177,7 @@ def confusion_figure(evaluation: ZeroShotEvaluation) -> go.Figure:
     order = evaluation.worst_first
     names = [evaluation.class_names[i] for i in order]
     counts = evaluation.confusion[np.ix_(order, order)]
-    show_values = len(names) <= 40
+    show_values = len(names) <= 10  # 36 classes would print 1,296 numbers: hover instead
     fig = go.Figure(go.Heatmap(z=counts, x=names, y=names, colorscale="Blues", colorbar={"title": "images"},
                                texttemplate="%{z}" if show_values else None,
                                hovertemplate="true %{y}<br>predicted %{x}<br>%{z} images<extra></extra>"))

@@ -79,6 +79,7 @@ class Projection:
     method: str
     remove_gap: bool
     explained: np.ndarray | None = None   # PCA's explained variance ratio
+    note: str = ""                         # how a large map was computed (UMAP fitted on a sample, ...)
 
     @property
     def image_coords(self) -> np.ndarray:
@@ -118,12 +119,13 @@ class ProjectionCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
+        from viz.projection import pca_map, umap_map
+
         points = joint_matrix(image_embeddings, text_embeddings, remove_gap)
-        if method == "pca":
-            coords, explained = pca_2d(points, seed)
-        else:
-            coords, explained = umap_2d(points, seed), None
-        projection = Projection(coords, len(image_embeddings), method, bool(remove_gap), explained)
+        scaled = pca_map(points, seed) if method == "pca" else umap_map(points, seed)
+        del points
+        projection = Projection(scaled.coords, len(image_embeddings), method, bool(remove_gap), scaled.explained,
+                                scaled.note)
         with self._lock:
             self.computed += 1
             self._items[key] = projection

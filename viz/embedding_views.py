@@ -9,13 +9,18 @@ import numpy as np
 
 from models import shapes
 from models.embed import DEFAULT_CLASS_TEMPLATE, EmbeddingSet, ImageItem, embed_set, embed_texts
+from viz.clusters import Clustering, clusters_in_words, density_contours
 from viz.embedding_figures import confusion_figure, embedding_map_figure, modality_gap_figure, per_class_accuracy_figure
-from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project, retrieve
+from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project
+from viz.map_payload import KINDS, PointMap, categories, group_colours, screen_transform
+from viz.neighbours import INDEXES, nearest
 from viz.views import Figures, Subject, view
 from viz.zero_shot import truncation_notice
 
 EXPLORER_SEED = 616_161  # held out: training seeds are >= shapes.TRAIN_SEED_START
-COLOURS = {"modality": "modality", "label": "label", "zero-shot prediction": "prediction"}
+COLOURS = {"modality": "modality", "label": "label", "zero-shot prediction": "prediction", "cluster": "cluster"}
+WEBGL_FROM = 5_000   # points (images + texts) from which the map is drawn by WebGL (Plotly JSON is ~1.1 MB at 5k)
+MODALITY_COLOURS = {"images": "#1f77b4", "captions": "#ff7f0e", "class prompts": "#2ca02c"}
 SMALL_SET = {"count": 8, "method": "PCA"}   # the check: a few images, no UMAP JIT
 
 
@@ -77,17 +82,34 @@ def gap_outputs(es: EmbeddingSet):
                                                                       "remove_gap": True}))
 def map_view(subject: Subject, embedding_set: EmbeddingSet | None = None, count: int = 120,
              seed: int = EXPLORER_SEED, method: str = "UMAP", colour: str = "label", remove_gap: bool = False,
-             lines: bool = True, highlight: Sequence[int] = ()) -> Figures:
-    """Images and texts on a 2-D map of the joint space, and the modality gap between them."""
+             lines: bool = True, highlight: Sequence[int] = (), vocabulary: Sequence[str] = ()) -> Figures:
+    """Images and texts on a 2-D map of the joint space (clusters named at their centres), and the modality gap."""
     es = embedding_set if embedding_set is not None else procedural_set(subject, count, seed)
     mode = COLOURS.get(colour, colour)
     predicted = predictions(es)
     if mode == "prediction" and predicted is None:
         raise ValueError("This set has no class labels to predict: type some class labels and press Embed again.")
     projection = project(es.image_embeddings, es.text_embeddings, method.lower(), bool(remove_gap))
+    clustering = cluster_names(subject, es, projection.image_coords, vocabulary) if len(es.images) >= 5 else None
+    groups = None
+    if mode == "cluster":
+        if clustering is None:
+            raise ValueError("Clusters need at least 5 images.")
+        groups = _joint_groups(es, mode, predicted, clustering)[0][:len(es.images)]
+    labels = [(c.name, float(c.centre[0]), float(c.centre[1])) for c in clustering.clusters] if clustering else []
     gap_figure, gap_note = gap_outputs(es)
-    return {"map": embedding_map_figure(es, projection, mode, predicted, list(highlight), bool(lines)),
-            "gap": gap_figure, "gap_note": gap_note}
+    figure = embedding_map_figure(es, projection, mode, predicted, list(highlight), bool(lines), clusters=groups,
+                                  cluster_labels=labels)
+    return {"map": figure, "gap": gap_figure, "gap_note": gap_note}
+
+
+@view("embedding.gap", "Embedding space", has_text, checks=({"count": SMALL_SET["count"]},))
+def gap_view(subject: Subject, embedding_set: EmbeddingSet | None = None, count: int = 120,
+             seed: int = EXPLORER_SEED) -> Figures:
+    """The modality gap: histograms of matching and non-matching pairs' cosine, and a sentence with the gap."""
+    es = embedding_set if embedding_set is not None else procedural_set(subject, count, seed)
+    gap_figure, gap_note = gap_outputs(es)
+    return {"gap": gap_figure, "gap_note": gap_note}
 
 
 @view("embedding.search", "Embedding space", has_text, checks=({"count": SMALL_SET["count"], "k": 3},))
@@ -99,7 +121,7 @@ def search_view(subject: Subject, query: str = "a red circle", k: int = 8, embed
     if not query:
         raise ValueError("Type a text query, e.g. “a red circle”.")
     vector = embed_texts(subject.model, [query])[0]
-    order, scores = retrieve(vector, es.image_embeddings, int(k))
+    order, scores = nearest(vector, es.image_embeddings, int(k))
     gallery = []
     for rank, (index, score) in enumerate(zip(order, scores, strict=True), start=1):
         item = es.images[index]
@@ -107,7 +129,8 @@ def search_view(subject: Subject, query: str = "a red circle", k: int = 8, embed
             image = item.open().convert("RGB")
             image.thumbnail((128, 128))
             gallery.append((image, f"{rank}. {score:.3f} {item.caption or item.label or item.name}"))
-    info = f"Top {len(order)} images for “{query}” by cosine in the original {len(vector)}-d space."
+    info = (f"Top {len(order)} images for “{query}” by cosine in the original {len(vector)}-d space "
+            f"({INDEXES.get(es.image_embeddings).kind}).")
     notice = truncation_notice(subject.model, [query])
     if notice:
         info += f"\n\n⚠️ {notice}"
@@ -130,3 +153,124 @@ def evaluate_view(subject: Subject, embedding_set: EmbeddingSet | None = None, c
                "Worst: " + ", ".join(f"{evaluation.class_names[i]} {evaluation.per_class[i]:.0%}" for i in worst))
     return {"summary": summary, "per_class": per_class_accuracy_figure(evaluation),
             "confusion": confusion_figure(evaluation)}
+
+
+def use_webgl(es: EmbeddingSet) -> bool:
+    """Whether the set's map is drawn by WebGL (from :data:`WEBGL_FROM` points) rather than by Plotly."""
+    return len(es.images) + len(es.texts) >= WEBGL_FROM
+
+
+def cluster_names(subject: Subject, es: EmbeddingSet, coords: np.ndarray, vocabulary: Sequence[str] = ()
+                  ) -> Clustering:
+    """Clusters of the images on the map, named by the nearest text: of ``vocabulary`` (embedded by the subject's
+    model) when given, else of the set's captions and class prompts. Kept per subject."""
+    words = [w for w in vocabulary if w.strip()]
+    key = f"clusters:{id(es)}:{hash(coords.tobytes())}:{hash(tuple(words))}"
+
+    def build() -> Clustering:
+        if words:
+            if subject.model is None:
+                raise ValueError("Naming clusters with your own words needs the set's model.")
+            texts, vectors = words, embed_texts(subject.model, words)
+        elif len(es.texts):
+            texts, vectors = es.texts, es.text_embeddings
+        else:
+            raise ValueError("The set has no texts to name clusters with: type a vocabulary (comma-separated).")
+        return clusters_in_words(coords, es.image_embeddings, vectors, texts)
+    return subject.remember(key, build)
+
+
+FILTER_COLUMNS = ("label", "caption", "name", "modality", "zero-shot prediction")
+
+
+def metadata_column(es: EmbeddingSet, column: str) -> list[str]:
+    """One metadata column's value for every joint point (images, then texts): an image's label, caption, file name
+    or zero-shot prediction; a text's label, the text itself (caption and name), or its kind (modality)."""
+    if column not in FILTER_COLUMNS:
+        raise ValueError(f"Filter by one of {', '.join(FILTER_COLUMNS)}, not {column!r}.")
+    if column == "label":
+        return [x or "" for x in es.labels] + [x or "" for x in es.text_labels]
+    if column in ("caption", "name"):
+        images = [(item.caption if column == "caption" else item.name) or "" for item in es.images]
+        return images + list(es.texts)
+    if column == "modality":
+        return ["image"] * len(es.images) + list(es.text_kinds)
+    predicted = predictions(es)
+    if predicted is None:
+        raise ValueError("This set has no class labels, so no zero-shot prediction to filter by.")
+    return predicted + [x or "" for x in es.text_labels]
+
+
+def metadata_filter(es: EmbeddingSet, column: str, text: str) -> np.ndarray | None:
+    """A mask of the joint points whose ``column`` contains ``text`` (case-insensitive); None for no filter."""
+    text = (text or "").strip().lower()
+    if not text:
+        return None
+    mask = np.fromiter((text in value.lower() for value in metadata_column(es, column)), dtype=bool)
+    if not mask.any():
+        raise ValueError(f"No point has “{text}” in its {column}.")
+    return mask
+
+
+def _joint_groups(es: EmbeddingSet, mode: str, predicted: list[str] | None, clustering: Clustering | None
+                  ) -> tuple[list[str], dict[str, str]]:
+    """The colour group of every joint point (images, then texts) and each group's colour."""
+    kinds = ["captions" if kind == "caption" else "class prompts" for kind in es.text_kinds]
+    if mode == "modality":
+        return ["images"] * len(es.images) + kinds, MODALITY_COLOURS
+    text_groups = [label or "no label" for label in es.text_labels]
+    if mode == "label":
+        images = [label or "no label" for label in es.labels]
+    elif mode == "prediction":
+        images = list(predicted)
+    else:
+        names = {i: f"{i + 1}. {c.name}" for i, c in enumerate(clustering.clusters)}
+        images = [names.get(int(a), "noise (no cluster)") for a in clustering.assignment]
+        text_groups = kinds
+    groups = images + text_groups
+    colours = group_colours(groups)
+    colours.update({k: v for k, v in MODALITY_COLOURS.items() if k in colours and mode == "cluster"})
+    colours["noise (no cluster)"] = "#b0b0b0"
+    return groups, colours
+
+
+@view("embedding.points", "Embedding space", has_text, checks=(SMALL_SET, {**SMALL_SET, "colour": "cluster"}))
+def points_view(subject: Subject, embedding_set: EmbeddingSet | None = None, count: int = 120,
+                seed: int = EXPLORER_SEED, method: str = "UMAP", colour: str = "label", remove_gap: bool = False,
+                highlight: Sequence[int] = (), clusters: bool = True, contours: bool = True,
+                vocabulary: Sequence[str] = (), filter_column: str = "label", filter_text: str = "") -> Figures:
+    """The joint map for the WebGL scatter: points in [-1, 1], a colouring, cluster names at cluster centres (in
+    CLIP's own words), density contours, and the points whose metadata ``filter_column`` contains ``filter_text``
+    (all when empty)."""
+    es = embedding_set if embedding_set is not None else procedural_set(subject, count, seed)
+    mode = COLOURS.get(colour, colour)
+    predicted = predictions(es)
+    if mode == "prediction" and predicted is None:
+        raise ValueError("This set has no class labels to predict: type some class labels and press Embed again.")
+    projection = project(es.image_embeddings, es.text_embeddings, method.lower(), bool(remove_gap))
+    to_screen = screen_transform(projection.coords)
+    ndc = to_screen(projection.coords)
+    image_ndc = ndc[:len(es.images)]
+    clustering = None
+    if (clusters or mode == "cluster") and len(es.images) >= 5:
+        clustering = cluster_names(subject, es, image_ndc, vocabulary)
+    groups, colours = _joint_groups(es, mode, predicted, clustering)
+    kind_codes = np.concatenate([np.zeros(len(es.images), np.uint8),
+                                 np.array([KINDS.index(k) for k in es.text_kinds], dtype=np.uint8)])
+    labels = []
+    if clustering is not None and clusters:
+        labels = [{"text": c.name, "x": float(c.centre[0]), "y": float(c.centre[1]),
+                   "title": f"{c.size:,} images; nearest texts: " + "; ".join(
+                       f"{name} ({score:.2f})" for name, score in zip(c.names, c.scores, strict=True))}
+                  for c in clustering.clusters]
+    method_name = method.upper()
+    gap = ", modality means removed" if projection.remove_gap else ""
+    title = (f"{method_name} of {len(es.images):,} images and {len(es.texts):,} texts ({es.model_id}{gap}), "
+             "drawn with WebGL")
+    mask = metadata_filter(es, filter_column, filter_text)
+    notes = [projection.note, clustering.note if clustering is not None else "",
+             f"showing the {int(mask.sum()):,} points whose {filter_column} contains “{filter_text.strip()}”"
+             if mask is not None else ""]
+    return {"points": PointMap(ndc, kind_codes, categories(groups, colours), title, "; ".join(n for n in notes if n),
+                               [int(i) for i in highlight], labels,
+                               density_contours(image_ndc) if contours else [], mask)}

@@ -203,7 +203,8 @@ def window_query_view(subject: Subject, stage: int | None = None, block: int = 0
     inside = session.window(stage, block, row, col).numpy()
     height, width = session.grid(stage)
     kind = session.partition_kind(stage, block)
-    title = f"stage {stage}, block {block} ({kind}), head {head}: where cell ({row}, {col}) looks"
+    heads = f"head {chosen}" if isinstance(chosen, int) else f"{chosen} over heads"
+    title = f"stage {stage}, block {block} ({kind}), {heads}: where cell ({row}, {col}) looks"
     return {"overlay": window_attention_figure(session.image, heat, inside, (row, col), title),
             "query_info": (f"Stage {stage} grid {height}x{width}; query cell ({row}, {col}); its {kind} holds "
                            f"{int(inside.sum())} cells (outlined). Click the image to pick a cell."),

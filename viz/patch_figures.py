@@ -113,6 +113,7 @@ def attention_correlation_figure(corr: np.ndarray) -> go.Figure:
     fig = go.Figure(go.Heatmap(z=corr, x=np.arange(layers), y=np.arange(layers), colorbar=dict(title="Pearson r"),
                                hovertemplate="block %{y} vs %{x}: %{z:.3f}<extra></extra>", **SIMILARITY_SCALE))
     fig.update_layout(title=f"Correlation of head-averaged attention maps between {layers} blocks",
-                      xaxis=dict(title="block index", dtick=1),
-                      yaxis=dict(title="block index", dtick=1, autorange="reversed", scaleanchor="x"))
+                      xaxis=dict(title="block index", dtick=1, range=[-0.5, layers - 0.5], constrain="domain"),
+                      yaxis=dict(title="block index", dtick=1, range=[layers - 0.5, -0.5], scaleanchor="x",
+                                 constrain="domain"))
     return fig

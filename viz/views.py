@@ -22,8 +22,9 @@ from PIL import Image
 
 from models.adapters.base import ModelAdapter
 from models.coverage import ViewOutcome
+from viz.provenance import stamp_figures
 
-CHECK_IMAGE_SEED = 2024  # held out: training seeds are >= shapes.TRAIN_SEED_START
+CHECK_IMAGE_SEED = 2024  # held out: training seeds are >= shapes.TRAIN_SEED_START, and split="held_out" scenes
 
 
 class Subject:
@@ -111,13 +112,14 @@ def run_view(name: str, subject: Subject, **params) -> Figures:
     figures = VIEWS[name].run(subject, **params)
     if not isinstance(figures, dict) or not figures:
         raise TypeError(f"View {name} returned {type(figures).__name__}, not named figures.")
-    return figures
+    return stamp_figures(figures, name, subject, params)   # each figure says which view, model, image, settings
 
 
 def check_image() -> Image.Image:
-    """The procedural image :func:`check_views` runs every view on (one shape, 224 px as an upload would be)."""
-    from models import shapes
-    return shapes.make_dataset(1, seed=CHECK_IMAGE_SEED, two_objects_prob=0.0)[0].image.resize((224, 224))
+    """The procedural image :func:`check_views` runs every view on: a held-out scene of the bundled world (two
+    objects, so text-conditioned views have a choice), 224 px as an upload would be."""
+    from models.world import scenes
+    return scenes.make_scenes(1, seed=CHECK_IMAGE_SEED, split="held_out", n_objects=2)[0].image.resize((224, 224))
 
 
 def _check_label(view: View, params: dict) -> str:
@@ -170,3 +172,5 @@ def any_model(model: ModelAdapter) -> bool:
 # -- the views: each module registers its views when imported; a new module of views adds its import here --------------
 from viz import model_views, attention_views, patch_views, cnn_views, zero_shot_views, embedding_views  # noqa: E402,F401,I001
 from viz import hierarchical  # noqa: E402,F401 - per-stage window-attention views
+from viz import decomposition_views  # noqa: E402,F401 - the Decomposition tab's views
+from viz import intervention_views  # noqa: E402,F401 - the Ablate & patch tab's views

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from models.embed import fill_template
+from models.tokens import coverage_notice
 from viz.softmax import sigmoid, softmax
 
 DEFAULT_TEMPLATE = "a photo of a {}."
@@ -92,6 +93,15 @@ def truncation_notice(model, texts: Sequence[str], limit: int = 3) -> str | None
             f"to fit: {shown}{more}.")
 
 
+def script_coverage(model, texts: Sequence[str]) -> tuple[list[str], str | None]:
+    """The texts the model's tokenizer does not cover (unknown tokens, byte pieces, letters spelled one by one) and
+    a sentence saying so naming their script, or ([], None) where it covers them all or cannot tell."""
+    coverages = model.token_coverage(list(texts))
+    if not coverages:
+        return [], None
+    return [c.text for c in coverages if not c.covered], coverage_notice(model.model_id, coverages)
+
+
 # ---------------------------------------------------------------------------------------------------- text features
 
 @torch.no_grad()
@@ -115,6 +125,8 @@ class ClassTextFeatures:
     templates: list[str]
     features: torch.Tensor
     notice: str | None = None   # which prompts were truncated, if any
+    uncovered: list[str] = field(default_factory=list)   # labels the tokenizer does not cover (models.tokens)
+    script_notice: str | None = None                     # ... said in a sentence
 
 
 def class_text_features(model, labels: Sequence[str], templates: Sequence[str]) -> ClassTextFeatures:
@@ -124,7 +136,9 @@ def class_text_features(model, labels: Sequence[str], templates: Sequence[str]) 
     prompts = prompts_for(labels, templates)
     flat = [p for row in prompts for p in row]
     embeddings = encode_texts(model, flat).reshape(len(templates), len(labels), -1)
-    return ClassTextFeatures(labels, templates, ensemble(embeddings), truncation_notice(model, flat))
+    uncovered, script_notice = script_coverage(model, labels)  # the labels, not the (English) templates around them
+    return ClassTextFeatures(labels, templates, ensemble(embeddings), truncation_notice(model, flat), uncovered,
+                             script_notice)
 
 
 class TextFeatureCache:
@@ -179,6 +193,7 @@ class ZeroShotResult:
     logit_scale: float
     notices: list[str] = field(default_factory=list)
     probability: str = "softmax"   # how logits became probabilities: "softmax" over labels, or "sigmoid" each
+    uncovered: list[str] = field(default_factory=list)   # labels the model's tokenizer does not cover
 
     def top(self, k: int) -> list[tuple[str, float]]:
         """The k most probable labels with their probabilities, best first."""
@@ -204,8 +219,9 @@ def zero_shot(model, image: Image.Image, labels: Sequence[str], templates: Seque
     bias = model.logit_bias or 0.0
     logits = model.logit_scale * cosine + bias
     probabilities = model.probabilities(torch.from_numpy(logits)).numpy()
-    return ZeroShotResult(labels, templates, cosine, logits, probabilities, model.logit_scale,
-                          [text.notice] if text.notice else [], model.probability)
+    notices = [n for n in (text.script_notice, text.notice) if n]
+    return ZeroShotResult(labels, templates, cosine, logits, probabilities, model.logit_scale, notices,
+                          model.probability, text.uncovered)
 
 
 def probability_notice(probability: str) -> str:
@@ -278,4 +294,5 @@ def image_text_similarity(model, images: Sequence[Image.Image], texts: Sequence[
         raise ValueError("Type at least one text (one per line).")
     matrix = similarity_matrix(encode_images(model, images), encode_texts(model, texts), model.logit_scale,
                                model.logit_bias, model.probability)
-    return matrix, truncation_notice(model, texts)
+    notices = [n for n in (script_coverage(model, texts)[1], truncation_notice(model, texts)) if n]
+    return matrix, " ".join(notices) or None

@@ -79,11 +79,13 @@ def softmax_halves_figure(matrix: SimilarityMatrix, texts: Sequence[str],
     rows, cols = matrix.cosine.shape
     names = list(image_names) if image_names is not None else [f"image {i}" for i in range(rows)]
     loss = matrix.contrastive_loss()
-    titles = ("image → text: softmax over each row", "text → image: softmax over each column")
+    heads, details = ("image → text", "text → image"), ("softmax over each row", "softmax over each column")
     if matrix.probability == "sigmoid":
-        titles = ("sigmoid per pair (SigLIP): need not sum to 1", "the same pairs, read by text")
+        heads, details = ("sigmoid per pair (SigLIP)", "the same pairs, read by text"), ("need not sum to 1", "")
     if loss is not None:
-        titles = (f"{titles[0]} (loss {loss[0]:.3f})", f"{titles[1]} (loss {loss[1]:.3f})")
+        details = tuple(f"{d}, loss {v:.3f}" if d else f"loss {v:.3f}" for d, v in zip(details, loss, strict=False))
+    # two lines each, the detail smaller: side-by-side titles must not run into each other
+    titles = tuple(f"{h}<br><sup>{d}</sup>" if d else h for h, d in zip(heads, details, strict=True))
     fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.12)
     for col, (values, name) in enumerate(((matrix.image_to_text, "row softmax"),
                                           (matrix.text_to_image, "column softmax")), start=1):
@@ -99,15 +101,17 @@ def softmax_halves_figure(matrix: SimilarityMatrix, texts: Sequence[str],
                          row=1, col=col)
     after = ("sigmoid of each pair, with its bias" if matrix.probability == "sigmoid" else "softmax along each axis")
     fig.update_layout(title=f"After the logit scale ({matrix.logit_scale:.1f}) and {after}",
-                      height=max(380, 140 + 40 * rows), margin={"l": 10, "r": 10, "t": 90, "b": 10})
+                      height=max(380, 160 + 40 * rows), margin={"l": 10, "r": 10, "t": 110, "b": 10})
     return fig
 
 
 def softmax_sliders_figure(view: SoftmaxView, model_probabilities: Sequence[float] | None = None,
                            moved: int | None = None) -> go.Figure:
     """Every class's probability under the sliders' logits and temperature, with the model's own probabilities
-    for comparison; the entropy in the title."""
-    order = np.argsort(-view.probabilities, kind="stable")
+    for comparison; the entropy in the title. Bars keep the model's order (most probable first) while sliders
+    move, so a bar never jumps from under the pointer."""
+    reference_order = model_probabilities if model_probabilities is not None else view.probabilities
+    order = np.argsort(-np.asarray(reference_order, dtype=float), kind="stable")
     labels = [view.labels[i] for i in order]
     colours = ["#ef553b" if moved is not None and i == moved else "#636efa" for i in order]
     fig = go.Figure(go.Bar(x=labels, y=view.probabilities[order], name="with the sliders", marker_color=colours,

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from models.adapters import interventions
 from models.adapters.attention import AttentionSite
 from models.adapters.capture import ATTENTION_VALUES, Capture, HookPoint, expand_names
 from models.preprocess import Preprocess
@@ -65,6 +66,25 @@ class ModelAdapter:
             def on_exit():
                 self._grad_captures -= 1
         return Capture(chosen, points, self.sites, grad=grad, on_enter=on_enter, on_exit=on_exit, lock=self.lock)
+
+    # -- interventions: the same shape as capture (see models/adapters/interventions.py) ---------------------------
+    def intervention_names(self) -> list[str]:
+        """Every name ``ablate`` takes: the hook points a forward runs through and ``blocks.N.attn.head.H`` for each
+        head (CNN channels, ``stages.S.channel.C``, are accepted but not listed)."""
+        return interventions.intervention_names(self)
+
+    def ablate(self, names: Iterable[str] | str, mode: str = "zero", reference=None,
+               rows: dict | None = None) -> interventions.Ablation:
+        """Run every forward inside the ``with`` block with the named parts zeroed (``mode="zero"``) or replaced by
+        their mean over ``reference`` images (``mode="mean"``, per token position); heads
+        (``blocks.N.attn.head.H``) are removed before the output projection. ``rows`` (name -> bool mask over the
+        batch) ablates a name in some batch rows only. The model is restored exactly on exit, also on error."""
+        return interventions.Ablation(self, names, mode=mode, reference=reference, rows=rows)
+
+    def patch(self, sources: dict, tokens: Sequence[int] | None = None) -> interventions.Patch:
+        """Run every forward inside the ``with`` block with the named hook points replaced by another image's
+        (``{name: ActivationCache | dict | tensor}``), at every token or at the ``tokens`` indices."""
+        return interventions.Patch(self, sources, tokens=tokens)
 
     @contextlib.contextmanager
     def gradients(self):

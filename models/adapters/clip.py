@@ -25,6 +25,7 @@ from torch import nn
 from models.adapters.base import ModelAdapter
 from models.adapters.capture import HookPoint
 from models.adapters.stack import BlockStack, stack_points
+from models.tokens import TokenCoverage, token_coverage
 
 
 @dataclass(kw_only=True)
@@ -46,6 +47,8 @@ class TextLayout(BlockStack):
     # the tower's own final norm + projection applied to every last-block token (batch, n, width) -> (batch, n, dim)
     project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None
     token_text: Callable[[int], str] = str
+    # id -> "special" / "unknown" / "bytes" / "letter" / "text" (models.tokens.token_classifier); None: cannot tell
+    token_kind: Callable[[int], str] | None = None
 
 
 class CLIPAdapter(ModelAdapter):
@@ -134,6 +137,19 @@ class CLIPAdapter(ModelAdapter):
         end = self._text_end(ids, pooled)
         positions = list(range(end + 1))
         return (positions if pooled <= end else positions + [pooled]), pooled
+
+    def token_coverage(self, texts: Sequence[str]) -> list[TokenCoverage] | None:
+        """For each text, how many of its tokens are unknown, byte pieces or lone letters: whether this model's
+        tokenizer covers the text's script (None where the tokenizer cannot say)."""
+        if self.text.token_kind is None:
+            return None
+        texts = list(texts)
+        coverages = []
+        for text, ids in zip(texts, self.tokenize(texts).cpu(), strict=True):
+            positions, _ = self.token_positions(ids)
+            shown = [int(ids[p]) for p in positions if p < len(ids)]
+            coverages.append(token_coverage(text, shown, self.text.token_kind))
+        return coverages
 
     def token_strings(self, ids: torch.Tensor) -> list[str]:
         """The shown tokens of one tokenised text (see :meth:`token_positions`), as text; a pooled position past

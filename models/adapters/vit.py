@@ -59,6 +59,9 @@ class ViTLayout(BlockStack):
     pos_embed_prefix_rows: int = 1         # how many prefix tokens the stored table covers
     class_names: list[str] = field(default_factory=list)
     project_tokens: Callable[[torch.Tensor], torch.Tensor] | None = None  # CLIP: final norm + projection
+    # CLIP: the map from the final norm's output to the image embedding alone (the projection; identity where there
+    # is none), for the image-embedding decomposition; None where the backend does not name it
+    readout_projection: Callable[[torch.Tensor], torch.Tensor] | None = None
     readout: str = "cls"                   # what the output reads: "cls", "mean" (of the patches), "attention_pool"
     pool: nn.Module | None = None          # readout "attention_pool": the pool head, called on the last block's tokens
     pool_skips_prefix: bool = False        # is the pool head given the patches only (prefix tokens dropped)?

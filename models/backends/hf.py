@@ -40,6 +40,7 @@ from models.errors import ModelIdError, UnknownArchitectureError
 from models.model_ids import ModelId
 from models.network import download_guard, host_reachable
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, square
+from models.tokens import token_classifier
 
 HF_CLIP_TYPES = {"clip", "siglip", "siglip2", "chinese_clip", "altclip"}
 HF_VIT_TYPES = {"vit", "deit", "dinov2", "dinov2_with_registers", "dinov3_vit", "beit", "clip_vision_model",
@@ -307,6 +308,7 @@ def vit_layout(model: nn.Module) -> ViTLayout:
         output=output, output_name=output_name,
         class_names=class_names,
         project_tokens=project_tokens,
+        readout_projection=projection if output_name == "image_embed" and head is None else None,
         readout=readout,
         pool=head,
     )
@@ -536,6 +538,7 @@ def _clip_adapter(model: nn.Module, model_type: str, tokenizer, preprocess: Prep
         return model.get_text_features(**text_inputs(ids)).pooler_output
 
     text.token_text = lambda i: tokenizer.convert_ids_to_tokens(i).replace("</w>", "")
+    text.token_kind = token_classifier(tokenizer)
     if model_type in ("chinese_clip", "altclip"):  # [CLS] / <s> pooled at 0: the text runs to [SEP] / </s>
         text.end_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     elif model_type != "clip":                      # SigLIP pools its last position: the text runs to </s>

@@ -23,6 +23,7 @@ from models.errors import ModelIdError, UnknownArchitectureError
 from models.model_ids import ModelId
 from models.network import download_guard
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess, square
+from models.tokens import token_classifier
 
 CATALOG = [
     KnownModel("open_clip:ViT-B-32/openai", "clip", 151_277_313, "OpenAI CLIP ViT-B/32", "vit"),
@@ -69,6 +70,7 @@ def vit_layout(visual: nn.Module) -> ViTLayout:
         output=visual,
         output_name="image_embed",
         project_tokens=project,
+        readout_projection=None if pool is not None else _project(nn.Identity(), visual.proj),
         readout=readout,
         pool=pool,
         # after the pooler, open_clip's own _global_pool: "tok" reads probe 0, "avg" the mean of probes 1..
@@ -261,8 +263,11 @@ def image_tower(visual: nn.Module, preprocess: Preprocess, common: dict):
     if isinstance(visual, TimmModel):  # SigLIP, EVA02, PE-Core, MobileCLIP, ConvNeXt: a timm trunk + open_clip head
         from models.backends.timm import adapter_for
 
-        return adapter_for(visual.trunk, class_names=[], preprocess=preprocess, common=common, forward=visual,
-                           output=visual, output_name="image_embed", project_tokens=timm_project_tokens(visual))
+        adapter = adapter_for(visual.trunk, class_names=[], preprocess=preprocess, common=common, forward=visual,
+                              output=visual, output_name="image_embed", project_tokens=timm_project_tokens(visual))
+        if isinstance(adapter, ViTAdapter):  # after the trunk's final norm: its pooling heads, then open_clip's head
+            adapter.layout.readout_projection = lambda y: visual.head(visual.trunk.head(visual.trunk.fc_norm(y)))
+        return adapter
     raise UnknownArchitectureError(
         f"{common.get('model_id', 'this model')}: open_clip image tower {type(visual).__name__} is not supported "
         "(supported: VisionTransformer, ModifiedResNet, TimmModel, e.g. open_clip:ViT-B-32, open_clip:RN50, "
@@ -359,6 +364,7 @@ def load(model_id: ModelId, device, dtype):
         text.token_text = lambda i: decoder.get(i, f"<{i}>").replace("</w>", " ").strip() or " "
     elif hasattr(hf_tokenizer, "convert_ids_to_tokens"):
         text.token_text = hf_tokenizer.convert_ids_to_tokens
+    text.token_kind = token_classifier(tokenizer)
     return CLIPAdapter(
         visual=visual_adapter, text=text,
         encode_text_tokens=lambda tokens: model.encode_text(tokens, normalize=False), tokenize=tokenizer,

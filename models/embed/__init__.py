@@ -1,23 +1,28 @@
-"""Batch embedding of images and texts with a CLIP model: background decoding, an on-disk cache, Parquet output.
+"""Batch embedding of images and texts with a CLIP model: background decoding, an on-disk cache, Parquet output,
+in this process or on a Ray cluster.
 
 Images are decoded and preprocessed by a pool of background threads while the model runs on the previous batch
 (batched on the GPU when there is one), so decoding does not starve the model. Every embedding is cached on disk
 keyed by the model id and the file's contents (or the text), so looking at the same data again runs no model.
 
-Command line, resumable after an interruption (finished batches are kept, the rest is embedded on the next run):
+Command line, resumable after an interruption (finished parts are kept, the rest is embedded on the next run):
 
-    python -m models.embed FOLDER --model bundled:mini-clip --out DIR
+    python -m models.embed SOURCE --model bundled:mini-clip --out DIR [--engine ray [--address auto|ray://H:P]
+                           [--workers N] [--gpus-per-worker G] [--shard-size S] [--max-shards K]] [--batch-size B]
 
-FOLDER holds images, in subfolders named by label (optional) and with an optional ``captions.csv`` (columns
-``path`` relative to FOLDER, ``caption``). DIR receives ``metadata.json``, ``images/part-*.parquet`` (path, label,
-caption, sha256, embedding) and ``texts.parquet`` (text, kind, label, embedding); the app's Embedding space tab opens
-it with :func:`load_embedding_output`. Every Parquet file also carries the run's metadata (model id, folder, template,
-logit scale) in its schema under the key ``clipscope``.
+SOURCE is a folder of images (in subfolders named by label, optional; an optional ``captions.csv`` with columns
+``path`` relative to FOLDER and ``caption``), a Parquet or CSV file with a ``path`` column (optional ``caption`` and
+``label``; relative paths from the file's folder) or WebDataset ``.tar`` shards (a file, a folder of them or a glob;
+see :mod:`models.embed.sources`). DIR receives ``metadata.json``, ``images/part-*.parquet`` (path, label, caption,
+sha256, embedding), ``errors.parquet`` (path, reason: the files that could not be read, never fatal) and
+``texts.parquet`` (text, kind, label, embedding); the app's Embedding space tab opens it with
+:func:`load_embedding_output`. Every Parquet file also carries the run's metadata (model id, source, template,
+logit scale) in its schema under the key ``clipscope`` (:mod:`models.embed.output`). ``--engine ray`` writes the
+same folder from a Ray Data pipeline (:mod:`models.embed.ray_engine`).
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import os
@@ -35,75 +40,49 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.images import open_image
+from models.embed.output import OUTPUT_FORMAT, OutputFolder, done_paths, embedding_column, read_vectors
+from models.embed.sources import (
+    CAPTIONS_FILE,
+    IMAGE_SUFFIXES,
+    ImageItem,
+    Source,
+    TarMember,
+    failure_reason,
+    read_captions,
+    scan_folder,
+    scan_source,
+    scan_table,
+    scan_webdataset,
+    write_webdataset,
+)
 from models.memory import run_with_backoff
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-CAPTIONS_FILE = "captions.csv"
+__all__ = [
+    "CAPTIONS_FILE", "DEFAULT_CLASS_TEMPLATE", "ENGINES", "IMAGE_SUFFIXES", "OUTPUT_FORMAT", "EmbeddingCache",
+    "EmbeddingSet", "ImageItem", "OutputFolder", "Source", "TarMember", "content_key", "decoded_batches",
+    "default_workers", "done_paths", "embed_folder_to_parquet", "embed_images", "embed_set", "embed_source_to_parquet",
+    "embed_texts", "embedding_column", "embedding_table", "fill_template", "load_embedding_output", "main",
+    "read_captions", "scan_folder", "scan_source", "scan_table", "scan_webdataset", "text_entries", "write_webdataset",
+]
+
 DEFAULT_CLASS_TEMPLATE = "a photo of a {}."
-OUTPUT_FORMAT = 1
+ENGINES = ("process", "ray")
 
 Progress = Callable[[int, int], None]  # (done, total)
-
-
-# ---------------------------------------------------------------------------------------------------- inputs
-
-@dataclass
-class ImageItem:
-    """One image to embed: a file or an in-memory image, with its label and caption when known."""
-
-    source: str | Path | Image.Image | None
-    label: str | None = None
-    caption: str | None = None
-    name: str = ""   # a short name: the path relative to its folder, or a description
-
-    def open(self) -> Image.Image:
-        """The image, decoded safely (size caps, EXIF orientation, first frame; models.images.open_image)."""
-        if isinstance(self.source, Image.Image):
-            return self.source
-        if self.source is None:
-            raise ValueError(f"Image {self.name!r} has no source to open.")
-        return open_image(self.source)
-
-
-def read_captions(path: str | Path) -> dict[str, dict[str, str]]:
-    """A captions CSV (header with ``path`` and ``caption``; ``label`` optional) as {relative path: row}."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not {"path", "caption"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: a captions file needs a header with the columns 'path' and 'caption'.")
-        return {Path(row["path"]).as_posix(): row for row in reader}
-
-
-def scan_folder(folder: str | Path, captions: str | Path | None = None) -> list[ImageItem]:
-    """Every image under ``folder`` (sorted): label = the first subfolder's name, caption from the captions file
-    (``captions`` or ``FOLDER/captions.csv`` when present). Raises ValueError for a missing or image-less folder."""
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise ValueError(f"{root} is not a folder.")
-    if captions is None and (root / CAPTIONS_FILE).is_file():
-        captions = root / CAPTIONS_FILE
-    rows = read_captions(captions) if captions is not None else {}
-    items = []
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-        relative = path.relative_to(root).as_posix()
-        row = rows.get(relative, {})
-        label = row.get("label") or (relative.split("/")[0] if "/" in relative else None)
-        items.append(ImageItem(path, label=label, caption=row.get("caption") or None, name=relative))
-    if not items:
-        raise ValueError(f"{root} holds no images ({', '.join(IMAGE_SUFFIXES)}).")
-    return items
+ErrorSink = Callable[[int, str], None]  # (position, reason) of an image that could not be read
 
 
 # ---------------------------------------------------------------------------------------------------- cache keys
 
 def content_key(item: ImageItem) -> str:
-    """sha256 of the file's bytes, or of an in-memory image's mode, size and pixels."""
+    """sha256 of the file's (or tar member's) bytes, or of an in-memory image's mode, size and pixels."""
     digest = hashlib.sha256()
     if isinstance(item.source, Image.Image):
         image = item.source
         digest.update(f"{image.mode}:{image.size}:".encode())
         digest.update(image.tobytes())
+    elif isinstance(item.source, TarMember):
+        digest.update(item.source.read())
     else:
         with open(item.source, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -178,38 +157,62 @@ class EmbeddingCache:
 
 # ---------------------------------------------------------------------------------------------------- embedding
 
-def _decode(items: Sequence[ImageItem], preprocess, pin: bool) -> torch.Tensor:
-    """One batch decoded, resized and cropped: uint8, normalised later where the model runs."""
-    pixels = preprocess.uint8_batch([item.open() for item in items])
-    return pixels.pin_memory() if pin else pixels
+def _decode(items: Sequence[ImageItem], preprocess, pin: bool) -> tuple[list[int], torch.Tensor | None,
+                                                                          list[tuple[int, Exception]]]:
+    """One batch decoded, resized and cropped (uint8, normalised later where the model runs), as (offsets of the
+    images kept, their pixels or None, (offset, exception) of each image that could not be read)."""
+    kept, arrays, failed = [], [], []
+    for offset, item in enumerate(items):
+        try:   # preprocess.uint8_batch, one image at a time so that one bad file spoils only itself
+            arrays.append(np.asarray(preprocess.geometry(item.open())))
+            kept.append(offset)
+        except Exception as exc:   # any failure to read one file (not an image, truncated, unreadable, too big)
+            failed.append((offset, exc))
+    if not arrays:
+        return kept, None, failed
+    pixels = torch.from_numpy(np.stack(arrays))
+    return kept, (pixels.pin_memory() if pin else pixels), failed
 
 
 def decoded_batches(items: Sequence[ImageItem], preprocess, batch_size: int, workers: int,
-                    pin: bool = False) -> Iterator[tuple[range, torch.Tensor]]:
+                    pin: bool = False, on_error: ErrorSink | None = None) -> Iterator[tuple[list[int], torch.Tensor]]:
     """(positions, uint8 pixels) per batch (``preprocess.uint8_batch``), decoded by ``workers`` background threads
-    a few batches ahead."""
+    a few batches ahead.
+
+    An image that cannot be read raises its error, or with ``on_error`` is reported as ``on_error(position,
+    reason)`` and left out of its batch (a batch of only bad images yields nothing).
+    """
+    def chunk(start: int) -> list[ImageItem]:
+        return [items[i] for i in range(start, min(start + batch_size, len(items)))]
+
+    def finished(start: int, result) -> Iterator[tuple[list[int], torch.Tensor]]:
+        kept, pixels, failed = result
+        for offset, exc in failed:
+            if on_error is None:
+                raise exc
+            on_error(start + offset, failure_reason(exc))
+        if pixels is not None:
+            yield [start + offset for offset in kept], pixels
+
     starts = range(0, len(items), batch_size)
     if workers <= 0:
         for start in starts:
-            positions = range(start, min(start + batch_size, len(items)))
-            yield positions, _decode([items[i] for i in positions], preprocess, pin)
+            yield from finished(start, _decode(chunk(start), preprocess, pin))
         return
     ahead = max(2, 2 * workers)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipscope-decode") as pool:
         pending: deque = deque()
         queue = iter(starts)
         for start in queue:
-            positions = range(start, min(start + batch_size, len(items)))
-            pending.append((positions, pool.submit(_decode, [items[i] for i in positions], preprocess, pin)))
+            pending.append((start, pool.submit(_decode, chunk(start), preprocess, pin)))
             if len(pending) >= ahead:
                 break
         while pending:
-            positions, future = pending.popleft()
-            start = next(queue, None)
-            if start is not None:
-                upcoming = range(start, min(start + batch_size, len(items)))
-                pending.append((upcoming, pool.submit(_decode, [items[i] for i in upcoming], preprocess, pin)))
-            yield positions, future.result()
+            start, future = pending.popleft()
+            upcoming = next(queue, None)
+            if upcoming is not None:
+                pending.append((upcoming, pool.submit(_decode, chunk(upcoming), preprocess, pin)))
+            yield from finished(start, future.result())
 
 
 def default_workers(device: torch.device | str | None = None) -> int:
@@ -229,29 +232,46 @@ def default_workers(device: torch.device | str | None = None) -> int:
 @torch.no_grad()
 def embed_images(model, items: Sequence[ImageItem], *, batch_size: int = 64, workers: int | None = None,
                  cache: EmbeddingCache | None = None, on_progress: Progress | None = None,
-                 on_batch: Callable[[list[int], np.ndarray], None] | None = None) -> np.ndarray:
+                 on_batch: Callable[[list[int], np.ndarray], None] | None = None,
+                 on_error: ErrorSink | None = None) -> np.ndarray:
     """Raw (un-normalised) image embeddings (len(items), dim) float32, in the order of ``items``.
 
     Cached images are not decoded and not run through the model. ``on_batch(positions, vectors)`` sees each
-    batch as soon as it is embedded (cached ones in one call first); ``on_progress(done, total)`` after each batch.
+    batch as soon as it is embedded (cached ones in one call first); ``on_progress(done, total)`` after each batch
+    (bad images count as done). An image that cannot be read raises its error (ImageInputError for a file that is
+    not an image), or with ``on_error`` is reported as ``on_error(position, reason)``, its row left NaN, and the
+    rest embedded (when none can be read, the array has no columns).
     """
     items = list(items)
     total = len(items)
     if total == 0:
         raise ValueError("No images to embed.")
     workers = default_workers(model.device) if workers is None else workers
-    keys = _content_keys(items, workers) if cache is not None else []
-    found = cache.lookup(keys) if cache is not None else {}
+    bad: set[int] = set()
+
+    def report(position: int, reason: str) -> None:
+        bad.add(position)
+        on_error(position, reason)
+
+    sink = report if on_error is not None else None
+    keys = _content_keys(items, workers, sink) if cache is not None else []
+    found = cache.lookup([k for k in keys if k is not None]) if cache is not None else {}
     vectors: list[np.ndarray | None] = [found.get(k) for k in keys] if cache is not None else [None] * total
     done = [i for i, v in enumerate(vectors) if v is not None]
     if done and on_batch is not None:
         on_batch(done, np.stack([vectors[i] for i in done]))
+    missing = [i for i, v in enumerate(vectors) if v is None and i not in bad]
     if on_progress is not None:
-        on_progress(len(done), total)
-    missing = [i for i, v in enumerate(vectors) if v is None]
+        on_progress(total - len(missing), total)
     pin = model.device.type == "cuda"
-    finished = len(done)
-    for positions, pixels in decoded_batches([items[i] for i in missing], model.preprocess, batch_size, workers, pin):
+
+    def report_missing(position: int, reason: str) -> None:
+        report(missing[position], reason)
+
+    finished, bad_before = total - len(missing), len(bad)   # cached and bad so far; batches and bad files add on
+
+    for positions, pixels in decoded_batches([items[i] for i in missing], model.preprocess, batch_size, workers, pin,
+                                             on_error=report_missing if sink else None):
         pixels = model.preprocess.normalize_batch(pixels.to(model.device, non_blocking=pin))
         batch = run_with_backoff(model.encode_image, pixels).float().cpu().numpy()
         indices = [missing[p] for p in positions]
@@ -263,15 +283,32 @@ def embed_images(model, items: Sequence[ImageItem], *, batch_size: int = 64, wor
             on_batch(indices, batch)
         finished += len(indices)
         if on_progress is not None:
-            on_progress(finished, total)
-    return np.stack(vectors).astype(np.float32)
+            on_progress(finished + len(bad) - bad_before, total)
+    dim = next((len(v) for v in vectors if v is not None), None)
+    if dim is None:   # only with on_error: nothing could be read, so the width is unknown
+        return np.zeros((total, 0), dtype=np.float32)
+    return np.stack([v if v is not None else np.full(dim, np.nan, np.float32) for v in vectors]).astype(np.float32)
 
 
-def _content_keys(items: Sequence[ImageItem], workers: int) -> list[str]:
+def _content_keys(items: Sequence[ImageItem], workers: int, on_error: ErrorSink | None) -> list[str | None]:
+    """content_key of each item; a file that cannot be read raises, or with ``on_error`` is reported (key None)."""
+    def key(position: int) -> str | Exception:
+        try:
+            return content_key(items[position])
+        except OSError as exc:
+            if on_error is None:
+                raise
+            return exc
+
     if workers <= 0 or len(items) < 64:
-        return [content_key(item) for item in items]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(content_key, items, chunksize=32))
+        keys = [key(i) for i in range(len(items))]
+    else:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            keys = list(pool.map(key, range(len(items)), chunksize=32))
+    for position, value in enumerate(keys):
+        if isinstance(value, Exception):
+            on_error(position, failure_reason(value))
+    return [None if isinstance(value, Exception) else value for value in keys]
 
 
 @torch.no_grad()
@@ -394,100 +431,70 @@ def embedding_table(es: EmbeddingSet):
 
 # ---------------------------------------------------------------------------------------------------- Parquet output
 
-def _embedding_column(vectors: np.ndarray):
-    import pyarrow as pa
-
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
-
-
-def _write_parquet(table, path: Path, metadata: dict) -> None:
-    """Write whole or not at all (a temporary file renamed into place), with the run's metadata in the schema."""
-    import pyarrow.parquet as pq
-
-    table = table.replace_schema_metadata({"clipscope": json.dumps(metadata)})
-    temporary = path.with_name(path.name + ".tmp")
-    pq.write_table(table, temporary)
-    os.replace(temporary, path)
+def source_metadata(model, source: Source, source_text: str | Path, template: str, engine: str) -> dict:
+    """The run's metadata, written to metadata.json and into every Parquet file's schema."""
+    return {"model": model.model_id, "folder": str(source.root), "source": str(source_text),
+            "source_kind": source.kind, "template": template, "logit_scale": model.logit_scale,
+            "images": len(source.items), "engine": engine}
 
 
-def _read_vectors(column) -> np.ndarray:
-    flat = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    size = flat.type.list_size
-    return np.asarray(flat.flatten(), dtype=np.float32).reshape(-1, size)
+def finish_output(model, output: OutputFolder, source: Source, template: str,
+                  cache: EmbeddingCache | None = None) -> dict:
+    """The texts of the embedded images (captions, one prompt per label) into texts.parquet, errors.parquet, and
+    the metadata marked complete; returns the metadata."""
+    embedded = [item for item in source.items if item.name in output.embedded]
+    texts, kinds, labels, _, _ = text_entries(embedded, template)
+    vectors = embed_texts(model, texts, cache=cache) if texts else None
+    return output.finish(source.errors, texts, kinds, labels, vectors)
 
 
-def done_paths(out_dir: str | Path) -> set[str]:
-    """Paths already embedded in ``out_dir``'s finished parts."""
-    import pyarrow.parquet as pq
-
-    parts = sorted((Path(out_dir) / "images").glob("part-*.parquet"))
-    return {path for part in parts for path in pq.read_table(part, columns=["path"]).column("path").to_pylist()}
-
-
-def embed_folder_to_parquet(model, folder: str | Path, out_dir: str | Path, *, batch_size: int = 64,
+def embed_source_to_parquet(model, source: str | Path, out_dir: str | Path, *, batch_size: int = 64,
                             workers: int | None = None, cache: EmbeddingCache | None = None,
                             template: str = DEFAULT_CLASS_TEMPLATE, captions: str | Path | None = None,
                             on_progress: Progress | None = None) -> dict:
-    """Embed every image of ``folder`` not yet in ``out_dir`` (one Parquet part per batch), then the texts.
+    """Embed, in this process, every image of ``source`` (a folder, a Parquet / CSV table, WebDataset shards) not yet
+    in ``out_dir`` (one Parquet part per batch), then the texts.
 
     Returns the metadata written to ``out_dir/metadata.json``. Resumes where an interrupted run stopped; refuses
-    an ``out_dir`` that holds another model's embeddings.
+    an ``out_dir`` that holds another model's embeddings. A file that cannot be read is recorded in
+    ``errors.parquet`` (path, reason) and the rest is embedded.
     """
-    import pyarrow as pa
+    scanned = scan_source(source, captions)
+    output = OutputFolder(out_dir, source_metadata(model, scanned, source, template, "process"))
+    finished = output.done
+    todo = [item for item in scanned.items if item.name not in finished]
+    errors: list[tuple[str, str]] = []
 
-    folder, out = Path(folder).expanduser().resolve(), Path(out_dir).expanduser()
-    items = scan_folder(folder, captions)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    meta_path = out / "metadata.json"
-    metadata = {"format": OUTPUT_FORMAT, "model": model.model_id, "folder": str(folder), "template": template,
-                "logit_scale": model.logit_scale, "images": len(items), "complete": False}
-    if meta_path.exists():
-        previous = json.loads(meta_path.read_text())
-        if previous.get("model") != model.model_id:
-            raise ValueError(f"{out} holds embeddings of {previous.get('model')!r}, not {model.model_id!r}: "
-                             "choose another --out.")
-    meta_path.write_text(json.dumps(metadata, indent=2))
-    for stale in (out / "images").glob("*.tmp"):
-        stale.unlink()
-    finished = done_paths(out)
-    todo = [item for item in items if item.name not in finished]
-    numbers = [int(p.stem.split("-")[1]) for p in (out / "images").glob("part-*.parquet")]
-    next_part = [max(numbers, default=-1) + 1]
+    def record_error(position: int, reason: str) -> None:
+        errors.append((todo[position].name, reason))
 
     def write_part(positions: list[int], vectors: np.ndarray) -> None:
         batch = [todo[p] for p in positions]
-        table = pa.table({
-            "path": [item.name for item in batch],
-            "label": pa.array([item.label for item in batch], type=pa.string()),
-            "caption": pa.array([item.caption for item in batch], type=pa.string()),
-            "sha256": [content_key(item) for item in batch],
-            "embedding": _embedding_column(vectors),
-        })
-        _write_parquet(table, out / "images" / f"part-{next_part[0]:06d}.parquet", metadata)
-        next_part[0] += 1
+        output.write_part([item.name for item in batch], [item.label for item in batch],
+                          [item.caption for item in batch], [content_key(item) for item in batch], vectors, errors)
+        errors.clear()
 
+    total = len(scanned.items)
     if todo:
-        def progress(done: int, total: int) -> None:
+        def progress(done: int, _: int) -> None:
             if on_progress is not None:
-                on_progress(len(finished) + done, len(items))
+                on_progress(len(finished) + done, total)
 
         embed_images(model, todo, batch_size=batch_size, workers=workers, cache=cache, on_progress=progress,
-                     on_batch=write_part)
+                     on_batch=write_part, on_error=record_error)
+        if errors:   # the bad files after the last good batch
+            output.write_part([], [], [], [], None, errors)
     elif on_progress is not None:
-        on_progress(len(items), len(items))
-    texts, kinds, labels, _, _ = text_entries(items, template)
-    if texts:
-        vectors = embed_texts(model, texts, cache=cache)
-        _write_parquet(pa.table({"text": texts, "kind": kinds, "label": pa.array(labels, type=pa.string()),
-                                 "embedding": _embedding_column(vectors)}), out / "texts.parquet", metadata)
-    metadata.update(complete=True, texts=len(texts))
-    meta_path.write_text(json.dumps(metadata, indent=2))
-    return metadata
+        on_progress(total, total)
+    return finish_output(model, output, scanned, template, cache)
+
+
+embed_folder_to_parquet = embed_source_to_parquet   # the name it had when it read folders only
 
 
 def load_embedding_output(out_dir: str | Path) -> EmbeddingSet:
-    """Read what ``python -m models.embed`` wrote into an :class:`EmbeddingSet` (images sorted by path)."""
+    """Read what ``python -m models.embed`` wrote (either engine) into an :class:`EmbeddingSet` (images sorted by
+    path)."""
     import pyarrow.parquet as pq
 
     out = Path(out_dir).expanduser()
@@ -503,7 +510,7 @@ def load_embedding_output(out_dir: str | Path) -> EmbeddingSet:
             for table in tables
             for path, label, caption, vector in zip(table.column("path").to_pylist(), table.column("label").to_pylist(),
                                                     table.column("caption").to_pylist(),
-                                                    _read_vectors(table.column("embedding")), strict=True)]
+                                                    read_vectors(table.column("embedding")), strict=True)]
     rows.sort(key=lambda row: row[0])
     folder = Path(metadata.get("folder", ""))
     items = [ImageItem(folder / path if (folder / path).is_file() else None, label, caption, path)
@@ -513,7 +520,7 @@ def load_embedding_output(out_dir: str | Path) -> EmbeddingSet:
     texts, kinds, labels, image_caption, class_text = text_entries(items, template)
     if (out / "texts.parquet").is_file():
         table = pq.read_table(out / "texts.parquet")
-        stored = dict(zip(table.column("text").to_pylist(), _read_vectors(table.column("embedding")), strict=True))
+        stored = dict(zip(table.column("text").to_pylist(), read_vectors(table.column("embedding")), strict=True))
     else:
         stored = {}
     missing = [t for t in texts if t not in stored]
@@ -530,17 +537,55 @@ def load_embedding_output(out_dir: str | Path) -> EmbeddingSet:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m models.embed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("folder", help="folder of images (subfolder names = labels; optional captions.csv)")
+    parser.add_argument("source", help="a folder of images (subfolder names = labels; optional captions.csv), a "
+                        "Parquet or CSV file with a 'path' column (optional 'caption', 'label'), or WebDataset "
+                        ".tar shards (a .tar file, a folder of them, or a quoted glob)")
     parser.add_argument("--model", default="bundled:mini-clip", help="CLIP model id (default bundled:mini-clip)")
     parser.add_argument("--out", required=True, help="output folder (created; an interrupted run resumes there)")
+    parser.add_argument("--engine", choices=ENGINES, default="process",
+                        help="process: this process alone (default, no Ray needed); ray: a Ray Data pipeline, "
+                        "decoding in Ray tasks and the model in a pool of actors (pip install 'clipscope[ray]')")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: cores - 1, at most 4)")
-    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available)")
-    parser.add_argument("--captions", default=None, help="captions CSV (default FOLDER/captions.csv when present)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="process engine: decoding threads (default: cores - 1, at most 4); ray engine: model "
+                        "actors (default: one per GPU group, or half the cluster's CPUs)")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: best available; with "
+                        "--engine ray: where this process embeds the texts, default cpu)")
+    parser.add_argument("--address", default=None, help="ray engine: the cluster to join, 'auto' (a cluster "
+                        "started with 'ray start') or ray://HOST:PORT (default: a new local Ray)")
+    parser.add_argument("--gpus-per-worker", type=float, default=None,
+                        help="ray engine: GPUs per model actor (default: 1 when the cluster has GPUs, else 0)")
+    parser.add_argument("--shard-size", type=int, default=None,
+                        help="ray engine: images per output part, the unit of resuming (default 1024)")
+    parser.add_argument("--max-shards", type=int, default=None,
+                        help="ray engine: stop after writing this many parts (a time-boxed run; rerun to go on)")
+    parser.add_argument("--captions", default=None, help="captions CSV of a folder (default FOLDER/captions.csv)")
     parser.add_argument("--template", default=DEFAULT_CLASS_TEMPLATE, help='class prompt template, with "{}"')
-    parser.add_argument("--cache-dir", default=None, help="embedding cache root (default ~/.cache/clipscope)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache root (default ~/.cache/clipscope; "
+                        "with --engine ray for the texts only: resuming comes from the output's finished parts)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     return parser.parse_args(argv)
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the options, before anything loads (None when nothing is)."""
+    if args.batch_size < 1:
+        return "--batch-size must be >= 1"
+    if args.template.count("{}") != 1:
+        return '--template must hold "{}" exactly once'
+    if args.engine != "ray":
+        given = [flag for flag, value in (("--address", args.address), ("--gpus-per-worker", args.gpus_per_worker),
+                                          ("--shard-size", args.shard_size), ("--max-shards", args.max_shards))
+                 if value is not None]
+        if given:
+            return f"{', '.join(given)} only apply with --engine ray"
+    for flag, value in (("--shard-size", args.shard_size), ("--max-shards", args.max_shards),
+                        ("--workers", args.workers if args.engine == "ray" else None)):
+        if value is not None and value < 1:
+            return f"{flag} must be >= 1"
+    if args.gpus_per_worker is not None and args.gpus_per_worker < 0:
+        return "--gpus-per-worker must be >= 0"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -550,14 +595,13 @@ def main(argv: list[str] | None = None) -> int:
     from models.registry import load_model
 
     args = parse_args(argv)
-    if args.batch_size < 1:
-        print("error: --batch-size must be >= 1", file=sys.stderr)
-        return 2
-    if args.template.count("{}") != 1:
-        print('error: --template must hold "{}" exactly once', file=sys.stderr)
+    problem = _usage_error(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        model = load_model(args.model, device=args.device)
+        device = args.device or ("cpu" if args.engine == "ray" else None)
+        model = load_model(args.model, device=device)
         if not model.has_text:
             raise ValueError(f"{args.model} is not CLIP (it has no text tower).")
         cache = None if args.no_cache else EmbeddingCache(model, Path(args.cache_dir) / "embeddings"
@@ -567,12 +611,26 @@ def main(argv: list[str] | None = None) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            metadata = embed_folder_to_parquet(model, args.folder, args.out, batch_size=args.batch_size,
-                                               workers=args.workers, cache=cache, template=args.template,
-                                               captions=args.captions, on_progress=progress)
+            if args.engine == "ray":
+                from models.embed.ray_engine import embed_source_with_ray
+
+                metadata = embed_source_with_ray(
+                    model, args.source, args.out, address=args.address, workers=args.workers,
+                    gpus_per_worker=args.gpus_per_worker, batch_size=args.batch_size, shard_size=args.shard_size,
+                    max_shards=args.max_shards, template=args.template, captions=args.captions, text_cache=cache,
+                    on_progress=progress)
+            else:
+                metadata = embed_source_to_parquet(model, args.source, args.out, batch_size=args.batch_size,
+                                                   workers=args.workers, cache=cache, template=args.template,
+                                                   captions=args.captions, on_progress=progress)
     except (ClipscopeModelError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"{metadata['images']} images of {args.folder} embedded with {args.model} -> {args.out}")
+    if not metadata["complete"]:
+        print(f"stopped after {args.max_shards} part(s) ({metadata['embedded_now']} images embedded now); run the "
+              f"same command again to go on -> {args.out}")
+        return 0
+    errors_file = Path(args.out) / "errors.parquet"
+    errors = f", {metadata['errors']} unreadable (see {errors_file})" if metadata["errors"] else ""
+    print(f"{metadata['images']} images of {args.source} embedded with {args.model}{errors} -> {args.out}")
     return 0
-

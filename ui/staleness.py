@@ -1,0 +1,28 @@
+"""Which figures still match the inputs: each tab keeps the signature of the model and image it analysed, and when
+the shared image or a picker changes, a tab whose figures were drawn from other inputs clears them and says so
+(so an export, which reads the figures as they are, only ever holds figures of the current inputs)."""
+from __future__ import annotations
+
+import hashlib
+
+from PIL import Image
+
+STALE = ("**Stale: the image or model changed** since this tab's figures were drawn, so they were cleared. "
+         "Press **Analyse** to draw them for the current inputs.")
+
+
+def inputs_signature(model_id: str | None, image: Image.Image | None) -> tuple[str, str] | None:
+    """What a tab's figures were drawn from: the model id and a digest of the image's pixels (None: no image)."""
+    if image is None:
+        return None
+    digest = hashlib.blake2b(image.tobytes(), digest_size=16)
+    digest.update(f"{image.mode}{image.size}".encode())
+    return (model_id or "").strip(), digest.hexdigest()
+
+
+def is_current(state: dict | None, model_id: str | None, image: Image.Image | None) -> bool:
+    """Were the tab's stored figures (``state``, with its ``inputs`` signature) drawn from these inputs? A tab
+    with nothing drawn counts as current (nothing to clear)."""
+    if state is None or "inputs" not in state:
+        return True
+    return state["inputs"] == inputs_signature(model_id, image)
