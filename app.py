@@ -76,7 +76,7 @@ def build_app(models: list[str] | None = None, allowed_folders: list[str] | None
             with gr.Tab(TABS[4], id=TAB_IDS[4]):
                 build_zero_shot_tab(shared)
             with gr.Tab(TABS[5], id=TAB_IDS[5]):
-                build_embedding_tab(shared, [Path(f) for f in allowed_folders or []])
+                views["embedding"] = build_embedding_tab(shared, [Path(f) for f in allowed_folders or []])
             with gr.Tab(TABS[6], id=TAB_IDS[6]):
                 build_poke_tab(shared)
             with gr.Tab(TABS[7], id=TAB_IDS[7]):

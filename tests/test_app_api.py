@@ -64,6 +64,7 @@ def _calls(files) -> dict[str, tuple]:
         "/attention_analyse": ("bundled:mini-clip", image, 1, "mean", 1.0),
         "/attention_view": (2, "max", 0.5),
         "/attention_rollout": ("mean", 0.2),
+        "/attention_overview": (),
         "/attention_relevancy": ("a green square",),
         "/attention_zero_shot": ("a green square, a red circle",),
         "/attention_windows": (files["swin"], image, None, 0, "mean"),
@@ -126,14 +127,16 @@ def test_every_endpoint_answers_a_normal_request(app_url, files):
     assert _value(results["/cnn_analyse"][7]) == files["label"]
     frame = pd.read_parquet(results["/embedding_table"])
     assert set(frame["modality"]) == {"image", "text"} and "e0" in frame.columns
+    assert {"pca_x", "pca_y"} <= set(frame.columns) and frame["pca_x"].notna().all()   # the map as drawn, per row
     # every export gathers the figures the tab shows now into one interactive HTML page
     attention, windows = results["/attention_analyse"], results["/attention_windows"]
     page = client.predict(attention[3], attention[4], attention[2], attention[5], windows[5], windows[6], windows[8],
-                          None, None, None, None, None, api_name="/attention_export")
+                          None, None, None, None, None, None, api_name="/attention_export")
     text = open(page, encoding="utf-8").read()
-    assert text.count("<h2>") == 7 and "<h2>Attention of the query</h2>" in text
+    assert text.count("<h2>") == 7 and "<h2>Attention of the query (click a patch)</h2>" in text
     # named after model and tab, with its provenance, plotly.js inside once (compressed)
-    assert page.endswith("clipscope_mini-clip_attention.html") and text.count("id='plotlyjs'") == 1
+    # (the window figures come from the Swin model: both models are named)
+    assert page.endswith("clipscope_mini-clip+swin_attention.html") and text.count("id='plotlyjs'") == 1
     assert "id='clipscope-provenance'" in text and "attention.query" in text and len(text) < 3_000_000
 
 

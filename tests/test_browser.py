@@ -209,6 +209,12 @@ def test_7_zero_shot_and_softmax(browser_page):
     tab.get_by_role("button", name="Classify").click()
     _wait_text(page, "probabilities sum to 1")
     _shot(page, "5-zero-shot")
+    # a tab whose figures a button draws clears them, and says so, when the image changes
+    page.locator("#cs-examples [aria-label='Thumbnail 3 of 6']").click()
+    _wait_text(page, "since these figures were drawn, so they were cleared")
+    assert not page.evaluate(f"{VISIBLE_PLOTS}.some(p => p.closest('[role=tabpanel]').innerText.includes('Top-k'))")
+    tab.get_by_role("button", name="Classify").click()
+    page.wait_for_function("!document.body.innerText.includes('since these figures were drawn')", timeout=LONG)
 
 
 def test_8_embedding_map_renders_its_points(browser_page):
@@ -220,6 +226,22 @@ def test_8_embedding_map_renders_its_points(browser_page):
         .filter(t => (t.mode || '').includes('markers')).reduce((n, t) => n + t.x.length, 0)""")
     assert points >= 100
     _shot(page, "6-embedding-space")
+    # the link carries the tab's set, projection, colouring and query, and opening it embeds and draws that map
+    tab.get_by_role("radio", name="PCA").check()
+    tab.get_by_role("radio", name="modality").check()
+    page.wait_for_function("new URL(location.href).searchParams.get('map_colour') === 'modality'", timeout=LONG)
+    params = new_url_params(page)
+    assert params["map_method"] == "PCA" and params["map_colour"] == "modality"
+    link = page.evaluate("(() => { const u = new URL(location.href); u.searchParams.set('tab', 'embedding'); "
+                         "return u.href; })()")
+    again = page.context.browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:
+        again.goto(link)
+        again.wait_for_function("""() => { const map = document.querySelector('.cs-map');
+            return map && map._fullLayout && map._fullLayout.title.text.startsWith('PCA'); }""", timeout=LONG)
+        assert again.get_by_role("tabpanel").first.get_by_role("radio", name="modality").is_checked()
+    finally:
+        again.close()
 
 
 def test_9_the_model_tab_describes_the_default_and_no_errors_anywhere(browser_page):

@@ -152,3 +152,45 @@ def test_table_and_webdataset_sources_give_the_folder_s_embeddings(ray_cluster, 
     assert main([str(shards / "*.tar"), "--out", str(out), "--engine", "ray", "--device", "cpu", "--batch-size", "8",
                  "--no-cache"]) == 0
     assert_same_output(out, reference)
+
+
+def test_ray_engine_resumes_after_its_process_is_killed_half_way(ray_cluster, tmp_path):
+    """A real kill: ``python -m models.embed --engine ray`` in its own process, joined to this module's cluster,
+    gets SIGKILL once its first shard is on disk; the rerun keeps the finished shards and computes only the rest,
+    and the result equals the single-process engine's."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    images = tmp_path / "set"
+    shapes.export_folder(shapes.make_dataset(96, seed=882_202), images)
+    (images / "broken.png").write_bytes(b"this is not a PNG file")   # bad files are still recorded across a kill
+    good = next(images.rglob("00000.png")).read_bytes()
+    (images / "truncated.png").write_bytes(good[: len(good) // 2])
+    reference = tmp_path / "process"
+    embed_source_to_parquet(load_model("bundled:mini-clip", device="cpu"), images, reference, batch_size=8)
+    out = tmp_path / "ray"
+    command = [str(images), "--model", "bundled:mini-clip", "--out", str(out), "--engine", "ray", "--device", "cpu",
+               "--batch-size", "4", "--shard-size", "4", "--no-cache"]
+    address = ray_cluster.get_runtime_context().gcs_address
+    env = {**os.environ, **QUIET_OFFLINE, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "models.embed", *command, "--address", address], cwd=ROOT,
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _parts(out) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    before = {part: part.read_bytes() for part in _parts(out)}
+    assert 1 <= len(before) < 24, f"{len(before)} of 24+ shards when killed: not half way"
+    assert not (out / "texts.parquet").exists()                    # the run never reached its end
+
+    assert main(command) == 0
+    for part, data in before.items():                              # the finished shards were kept as they were
+        assert part.read_bytes() == data
+    paths = [path for part in _parts(out) for path in pq.read_table(part).column("path").to_pylist()]
+    assert len(paths) == len(set(paths)) == 96                     # nothing duplicated, nothing lost
+    assert_same_output(out, reference)

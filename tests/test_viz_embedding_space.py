@@ -175,7 +175,7 @@ def test_the_warm_up_compiles_both_of_umaps_neighbour_paths(monkeypatch):
     assert all(dtype == np.float32 and dims > space.PCA_DIMS for dtype, dims, _ in calls)
 
 
-def test_a_large_umap_is_fitted_on_a_sample_the_rest_transformed_and_the_map_says_so():
+def test_a_large_umap_is_fitted_on_a_sample_the_rest_placed_by_neighbours_and_the_map_says_so():
     from sklearn.neighbors import KNeighborsClassifier
 
     from viz.projection import umap_map
@@ -185,7 +185,7 @@ def test_a_large_umap_is_fitted_on_a_sample_the_rest_transformed_and_the_map_say
     points = (rng.normal(size=(3, 20)) * 4)[truth] + rng.normal(size=(600, 20))
     scaled = umap_map(points.astype(np.float32), fit_limit=300, limit=1000)
     assert scaled.coords.shape == (600, 2) and np.isfinite(scaled.coords).all()
-    assert "fitted on 300 sampled points" in scaled.note and "other 300 placed by" in scaled.note
+    assert "fitted on 300 sampled points" in scaled.note and "other 300 placed by their 15 nearest" in scaled.note
     # the transformed half lands among its own class: 5-NN on the fitted half labels it (chance 1/3)
     fitted = np.zeros(600, bool)
     fitted[np.sort(np.random.default_rng(0).choice(600, 300, replace=False))] = True

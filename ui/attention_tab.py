@@ -131,6 +131,28 @@ def click_head(event: gr.EventData, request: gr.Request):
 
 
 @user_errors
+def overview_view(request: gr.Request):
+    """Every layer x head for the stored query (no forward: the stored patterns)."""
+    state = _vit_state(request)
+    return run_view("attention.overview", state["subject"], query=int(state["query"]))["overview"]
+
+
+@user_errors
+def click_overview(event: gr.EventData, request: gr.Request):
+    """A click on the every-layer-x-head overview picks that layer and head (the controls then redraw the views)."""
+    state, point = STORE.peek(request, KEY), clicked_point(event)
+    if state is None or point is None or not has_token_grid(state["subject"].model):
+        return gr.skip(), gr.skip()
+    session = state["subject"].attention()
+    heads = session.vit.num_heads
+    cell = mosaic_cell(*point, session.grid, session.vit.num_layers * heads, heads)
+    if cell is None:
+        return gr.skip(), gr.skip()
+    layer, head = divmod(cell[0], heads)
+    return gr.update(value=layer), gr.update(value=f"head {head}")
+
+
+@user_errors
 def set_query(layer: float, head: str, temperature: float, query: float, request: gr.Request):
     """The query token typed in (or restored from a shared link): redraw its views."""
     return _query_views(_vit_state(request), query, layer, head, temperature)
@@ -369,6 +391,13 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
             distance_plot = Plot(label="Mean attention distance")
     with gr.Row(equal_height=False):
         with _controls():
+            gr.Markdown("**Every layer × head** at once for the current query (each map scaled to its own "
+                        "maximum; hover for the weight). Click a map to pick its layer and head above.")
+            overview_button = gr.Button("Every layer × head")
+        with gr.Column(scale=4, min_width=320):
+            overview_plot = PlotlyFigure("Every layer × head for the query (click one)", elem_id="cs-overview")
+    with gr.Row(equal_height=False):
+        with _controls():
             target = gr.Textbox(label="Relevancy target: prompt (CLIP), class name or output index (empty: the "
                                       "top output)", value="a red triangle")
             relevancy_button = gr.Button("Relevancy")
@@ -403,7 +432,7 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                 window_heads = Plot(label="Every head, in the query's window")
         stages_plot = Plot(label="Attention stages")
     figures = [overlay, heads, grid_plot, steps, window_overlay, window_heads, stages_plot, rollout_plot,
-               relevancy_plot, token_plot, zero_shot_plot, distance_plot]
+               relevancy_plot, token_plot, zero_shot_plot, distance_plot, overview_plot]
     window_figures = [window_overlay, window_heads, stages_plot]   # in the accordion: cleared only when drawn
     export_button("Attention", figures)
     views = [overlay, heads, steps, query_info]
@@ -448,6 +477,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                       api_name="attention_copy_python").success(lambda: gr.update(visible=True), None, code,
                                                                 api_name=False)
     rollout_button.click(rollout_view, [fusion, discard], rollout_plot, api_name="attention_rollout")
+    overview_button.click(overview_view, None, overview_plot, api_name="attention_overview",
+                          show_progress_on=[overview_plot])
+    overview_plot.click(click_overview, None, [layer, head], api_name=False)
     for control in (fusion, discard):
         control.change(rollout_view, [fusion, discard], rollout_plot, api_name=False)
     relevancy_button.click(relevancy_view, target, [relevancy_plot, token_plot],

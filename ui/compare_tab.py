@@ -8,6 +8,7 @@ from ui.errors import user_errors
 from ui.export import Plot
 from ui.model_access import labelled_choices, load_model
 from ui.shared_inputs import SharedInputs
+from ui.staleness import clear_on_change
 from viz.compare import Side, comparable_views, compare, first_figure, parse_settings, view_parameters
 
 PRESETS = {  # name -> (model A, view A, settings A, model B, view B, settings B); None keeps the chosen model
@@ -70,6 +71,7 @@ def build_compare_tab(shared: SharedInputs, model_choices: list[str], second_mod
     button = gr.Button("Compare", variant="primary")
     said = gr.Markdown()
     (model_a, view_a, settings_a, plot_a), (model_b, view_b, settings_b, plot_b) = sides
+    clear_on_change([shared.image, model_a, model_b], [plot_a, plot_b], said)
     button.click(run_compare, [shared.image, model_a, view_a, settings_a, model_b, view_b, settings_b],
                  [plot_a, plot_b, said], api_name="compare", concurrency_limit=2)
     preset.input(apply_preset, [preset, model_a], [model_a, view_a, settings_a, model_b, view_b, settings_b],

@@ -10,6 +10,7 @@ from ui.errors import user_errors
 from ui.export import Plot
 from ui.model_access import load_model
 from ui.shared_inputs import SharedInputs
+from ui.staleness import clear_on_change
 from viz.decomposition_views import DEFAULT_PROMPT
 from viz.views import Subject, run_view
 
@@ -108,6 +109,9 @@ def build_decomposition_tab(shared: SharedInputs) -> None:
             variance_plot = Plot(label="Variance per head")
             span_table = gr.Dataframe(headers=SPAN_HEADERS, label="TextSpan", interactive=False)
             span_notice = gr.Markdown()
+    clear_on_change([image, model_id], [heads_plot, layers_plot, patches_plot], score_notice)
+    clear_on_change([model_id], [accuracy_plot, table], ablation_notice)
+    clear_on_change([model_id], [variance_plot, span_table], span_notice)
     decompose_button.click(decompose, [model_id, image, prompt, layer, head],
                            [heads_plot, layers_plot, score_notice, patches_plot, patches_notice],
                            api_name="decomposition_score", concurrency_limit=2)

@@ -2,6 +2,8 @@
 modality gap and evaluate zero-shot accuracy of a labelled folder."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,14 +21,16 @@ from models.embed import (
 )
 from ui.errors import user_errors
 from ui.examples import example_paths
-from ui.export import Plot, export_button, export_path
+from ui.export import Plot, export_button, export_provenance, write_table
 from ui.plotly_html import map_value, new_token, plotly_map
 from ui.sessions import STORE, SessionStore
 from ui.shared_inputs import SharedInputs
+from ui.url_state import TAB_KEY, link_params
 from ui.webgl_map import map_value as webgl_value
 from ui.webgl_map import point_map, publish_points
 from ui.zero_shot_tab import load_clip
 from viz.embedding_figures import thumbnail_data_url
+from viz.embedding_space import project
 from viz.embedding_views import COLOURS, EXPLORER_SEED, FILTER_COLUMNS, metadata_filter, use_webgl
 from viz.views import Subject, run_view
 from viz.zero_shot import parse_templates, truncation_notice
@@ -108,13 +112,16 @@ def _webgl(state: dict, method: str, colour: str, remove_gap: bool) -> str:
 def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> tuple:
     """(Plotly map, WebGL map) updates: a set of WEBGL_FROM points or more, or a filtered one, is drawn by WebGL; a
     smaller one by Plotly (with image-caption lines and symbols per kind)."""
+    state["map_settings"] = {"method": method, "colour": colour, "remove_gap": bool(remove_gap)}
     if use_webgl(state["set"]) or state.get("filter", ("", ""))[1].strip():
+        state["map_figure"] = None
         return gr.update(visible=False), gr.update(value=_webgl(state, method, colour, remove_gap), visible=True)
     figure = _map_views(state, method, colour, remove_gap, lines)["map"]
+    state["map_figure"] = figure
     return gr.update(value=map_value(figure.to_json(), state["token"]), visible=True), gr.update(visible=False)
 
 
-def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> None:
+def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> EmbeddingTab:
     allowed = [Path(folder).expanduser().resolve() for folder in allowed_folders]
 
     def point_info(reference: str) -> dict:
@@ -241,15 +248,22 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
     @user_errors
     def export_table(file_format: str, request: gr.Request):
         """The embedded set as a table (one row per image or text, one column per dimension) to download."""
-        es = STORE.get(request, KEY, NOT_YET)["set"]
-        table = embedding_table(es)
-        if file_format == "Parquet":
-            path = export_path("embeddings", ".parquet")
-            table.to_parquet(path, index=False)
-        else:
-            path = export_path("embeddings", ".csv")
-            table.to_csv(path, index=False)
-        return str(path)
+        state = STORE.get(request, KEY, NOT_YET)
+        es, settings = state["set"], state.get("map_settings")
+        coordinates = None
+        if settings is not None:   # the map as drawn now: its 2-D coordinates, one per row (images, then texts)
+            projection = project(es.image_embeddings, es.text_embeddings, settings["method"].lower(),
+                                 settings["remove_gap"])
+            name = settings["method"].lower()
+            coordinates = {f"{name}_x": projection.coords[:, 0], f"{name}_y": projection.coords[:, 1]}
+        provenance = export_provenance("embedding table", models=[es.model_id], map=settings)
+        return str(write_table(embedding_table(es), file_format, "embeddings", provenance, coordinates=coordinates))
+
+    def map_for_export(request: gr.Request) -> list:
+        """The Plotly map as drawn now, for the HTML export (none yet, or a WebGL map: it lives in the browser)."""
+        state = STORE.peek(request, KEY)
+        figure = None if state is None else state.get("map_figure")
+        return [] if figure is None else [("Joint embedding map", figure)]
 
     folders_note = (", ".join(f"`{folder}`" for folder in allowed) if allowed
                     else "none (start the app with `--allow-folder DIR`)")
@@ -311,7 +325,7 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         per_class_plot = Plot(label="Per-class accuracy")
         confusion_plot = Plot(label="Confusion matrix")
 
-    export_button("Embedding space", [gap_plot, per_class_plot, confusion_plot])
+    export_button("Embedding space", [gap_plot, per_class_plot, confusion_plot], extra_figures=map_for_export)
     with gr.Row():
         table_format = gr.Radio(["CSV", "Parquet"], value="CSV", label="Embedding table format", scale=1)
         table_button = gr.Button("Export the embedding table", size="sm", scale=1)
@@ -335,3 +349,32 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> No
         drawn.click(user_errors(clicked_point), None, [point_image, point_text, point_index], api_name=False)
     evaluate_button.click(evaluate, None, [evaluation_info, per_class_plot, confusion_plot],
                           api_name="embedding_evaluate")
+    embed_inputs = [model_id, source, count, seed, uploads, folder, labels_text, template, *view]
+
+    def embed_if_linked(model_id: str, source: str, count: float, seed: float, uploads, folder: str,
+                        labels_text: str, template: str, method: str, colour: str, remove_gap: bool, lines: bool,
+                        request: gr.Request, progress: gr.Progress = gr.Progress()):
+        """On page load: embed and draw only when the link opens this tab (no visitor pays for it otherwise)."""
+        if link_params(request).get(TAB_KEY) != "embedding":
+            return [gr.skip()] * (len(maps) + 2)
+        return embed(model_id, source, count, seed, uploads, folder, labels_text, template, method, colour,
+                     remove_gap, lines, request, progress)
+
+    def draw(after) -> None:
+        after.then(embed_if_linked, embed_inputs, [*maps, info, gap_plot], api_name=False, concurrency_limit=2)
+
+    fields = {"map_source": source, "map_count": count, "map_seed": seed, "map_method": method,
+              "map_colour": colour, "map_query": query}
+    return EmbeddingTab(fields, draw)
+
+
+@dataclass
+class EmbeddingTab:
+    """The tab's URL fields (the set, projection, colouring and text query) and its first draw (after the page
+    load, when the link opens this tab)."""
+
+    fields: dict
+    draw: Callable
+
+    def url_fields(self) -> dict:
+        return self.fields

@@ -9,6 +9,7 @@ from ui.errors import user_errors
 from ui.export import Plot, export_button
 from ui.model_access import load_model
 from ui.shared_inputs import ImageInput, SharedInputs
+from ui.staleness import clear_on_change
 from viz.intervention_views import SOURCE_SEED, ablation_choices, can_ablate, can_patch, can_sweep
 from viz.interventions import DEFAULT_LABELS, REFERENCE_COUNT
 from viz.views import Subject, run_view
@@ -169,6 +170,9 @@ def build_poke_tab(shared: SharedInputs) -> None:
             patch_notice = gr.Markdown()
     export_button("Ablate & patch", [ablate_plot, sweep_plot, patch_plot, layers_plot])
     pickers = [source, transformer_id, cnn_id]
+    clear_on_change([image, *pickers], [ablate_plot], ablate_notice)
+    clear_on_change([image, *pickers], [sweep_plot], sweep_notice)
+    clear_on_change([image, *pickers], [patch_plot, layers_plot], patch_notice)
     parts_button.click(parts, pickers, [heads, layers, layer, parts_notice], api_name="poke_parts")
     for changed in pickers:   # another model: its own heads and layers to tick
         changed.change(parts_quietly, pickers, [heads, layers, layer, parts_notice], api_name=False,

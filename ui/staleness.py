@@ -4,7 +4,9 @@ the shared image or a picker changes, a tab whose figures were drawn from other 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
+from gradio.components import Component
 from PIL import Image
 
 STALE = ("**Stale: the image or model changed** since this tab's figures were drawn, so they were cleared. "
@@ -26,3 +28,18 @@ def is_current(state: dict | None, model_id: str | None, image: Image.Image | No
     if state is None or "inputs" not in state:
         return True
     return state["inputs"] == inputs_signature(model_id, image)
+
+
+PRESS_AGAIN = ("**Stale: the image or model changed** since these figures were drawn, so they were cleared. Press "
+               "the button again to draw them for the current inputs.")
+
+
+def clear_on_change(triggers: Sequence[Component], figures: Sequence[Component], note: Component) -> None:
+    """For figures a button draws: when the shared image or a model they were drawn with changes (``triggers``),
+    clear them and say so in ``note`` (which the button's next answer overwrites), so that nothing on the page, nor
+    in an export, shows figures of other inputs."""
+    def clear() -> list:
+        return [PRESS_AGAIN, *[None] * len(figures)]
+
+    for trigger in triggers:
+        trigger.change(clear, None, [note, *figures], api_name=False, show_progress="hidden", queue=False)

@@ -12,6 +12,7 @@ from ui.export import Plot, export_button
 from ui.model_access import load_model
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
+from ui.staleness import clear_on_change
 from viz.views import Subject, run_view
 from viz.zero_shot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, parse_labels, parse_templates, require_clip
 from viz.zero_shot_views import DEFAULT_LABELS as LABELS
@@ -168,6 +169,8 @@ def build_zero_shot_tab(shared: SharedInputs) -> None:
             halves_plot = Plot(label="Softmax along each axis")
             similarity_notice = gr.Markdown()
     export_button("Zero-shot", [top_plot, softmax_plot, similarity_plot, halves_plot])
+    clear_on_change([image, model_id], [top_plot, softmax_plot], notice)
+    clear_on_change([model_id], [similarity_plot, halves_plot], similarity_notice)
     slider_outputs = [*sliders, log_t, softmax_plot, entropy]
     # progress and errors show on the figures only: a failed request must not turn a slider into an "Error" badge
     classify_button.click(classify, [model_id, image, labels, mode, custom, k],

@@ -61,6 +61,28 @@ def head_grid_figure(maps, title: str) -> go.Figure:
     return fig
 
 
+def overview_figure(maps, title: str) -> go.Figure:
+    """Every layer x head map of one query at once (rows: layers, columns: heads; bertviz's "model view" on the
+    image), each map divided by its own maximum so that a head that looks at one patch and one that spreads out are
+    both visible; the hover gives the raw weight."""
+    maps = _np(maps)
+    layers, heads, h, w = maps.shape
+    tiles = maps.reshape(layers * heads, h, w)
+    peaks = tiles.reshape(len(tiles), -1).max(axis=1).clip(min=1e-12)[:, None, None]
+    raw = mosaic(tiles, heads)
+    fig = go.Figure(go.Heatmap(z=mosaic(tiles / peaks, heads), customdata=raw, colorscale=HEAT, hoverongaps=False,
+                               zmin=0, zmax=1, colorbar={"title": "share of<br>the map's max"},
+                               hovertemplate="weight %{customdata:.3f}<extra></extra>"))
+    fig.update_xaxes(tickvals=[c * (w + 1) + (w - 1) / 2 for c in range(heads)],
+                     ticktext=[f"head {c}" for c in range(heads)], side="top", showgrid=False, zeroline=False)
+    fig.update_yaxes(tickvals=[r * (h + 1) + (h - 1) / 2 for r in range(layers)],
+                     ticktext=[f"layer {r}" for r in range(layers)], autorange="reversed", scaleanchor="x",
+                     showgrid=False, zeroline=False)
+    fig.update_layout(title=title, margin={"l": 60, "r": 10, "t": 80, "b": 10},
+                      height=min(1400, max(360, 60 + layers * 70)))
+    return fig
+
+
 def head_phrase(head: int | str, heads: int) -> str:
     """"head 2" for one head, "mean of 4 heads" for a fusion: what a figure title says it shows."""
     return f"head {head}" if isinstance(head, int) else f"{head} of {heads} heads"

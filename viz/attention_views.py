@@ -2,6 +2,8 @@
 prompt-token relevance, per-patch zero-shot and mean attention distance; all but the last read one hooked forward."""
 from __future__ import annotations
 
+import torch
+
 from models import shapes
 from viz.attention import FUSIONS, mean_distance_by_layer, special_token_flags
 from viz.attention_figures import (
@@ -9,6 +11,7 @@ from viz.attention_figures import (
     head_phrase,
     mean_distance_figure,
     overlay_figure,
+    overview_figure,
     patch_zero_shot_figure,
     steps_figure,
     token_relevance_figure,
@@ -86,6 +89,16 @@ def heads_view(subject: Subject, layer: int = 0, query: int = 0) -> Figures:
     layer, query = _layer(session, layer), _query(session, query)
     return {"heads": head_grid_figure(session.all_heads(layer, query),
                                       f"layer {layer}: every head, query {token_label(session, query)}")}
+
+
+@view("attention.overview", "Attention", has_token_grid, checks=({}, {"query": -1}))
+def overview_view(subject: Subject, query: int = 0) -> Figures:
+    """Every layer x head at once for one query token (each map scaled to its own maximum)."""
+    session = subject.attention()
+    query = session.num_tokens - 1 if int(query) == -1 else _query(session, query)
+    maps = [session.all_heads(layer, query) for layer in range(session.vit.num_layers)]
+    return {"overview": overview_figure(torch.stack(maps), f"Every layer × head: where {token_label(session, query)} "
+                                                           "looks (each map scaled to its own maximum)")}
 
 
 @view("attention.steps", "Attention", has_token_grid, checks=({"temperature": 0.5},))
