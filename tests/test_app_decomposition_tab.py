@@ -2,14 +2,12 @@
 the patch grid, the mean-ablation table and TextSpan answer, and models it cannot decompose get a message."""
 from __future__ import annotations
 
-import base64
-import json
 import re
 
-import numpy as np
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
+from plotly_json import figure_json, plotly_array
 
 from models import shapes
 
@@ -27,43 +25,32 @@ def image(tmp_path_factory):
     return handle_file(str(path))
 
 
-def values(array_or_list) -> np.ndarray:
-    """Plotly JSON arrays: plain lists or {"dtype", "bdata"} base64 typed arrays."""
-    if isinstance(array_or_list, dict) and "bdata" in array_or_list:
-        flat = np.frombuffer(base64.b64decode(array_or_list["bdata"]), dtype=np.dtype(array_or_list["dtype"]))
-        shape = array_or_list.get("shape")
-        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
-    return np.asarray(array_or_list)
-
-
-def figure(plot: dict) -> dict:
-    return json.loads(plot["plot"])
 
 
 def test_score_terms_add_up_and_the_head_map_covers_the_grid(app_url, image):
     client = Client(app_url, verbose=False)
     heads, layers, notice, patches, patches_notice = client.predict(
         "bundled:mini-clip", image, "a red circle", 3, 1, api_name="/decomposition_score")
-    heat = figure(heads)["data"][0]
-    assert heat["type"] == "heatmap" and values(heat["z"]).shape == (4, 4)
-    bars = figure(layers)["data"][0]
+    heat = figure_json(heads)["data"][0]
+    assert heat["type"] == "heatmap" and plotly_array(heat["z"]).shape == (4, 4)
+    bars = figure_json(layers)["data"][0]
     assert len(bars["x"]) == 1 + 4 + 4 + 1                                  # embeddings, 4 attn, 4 MLP, norm bias
     score = float(re.search(r"\*\*(-?[\d.]+)\*\* = logit scale", notice).group(1))
     total = float(re.search(r"\*\*sum (-?[\d.]+)\*\*", notice).group(1))
-    assert total == pytest.approx(score, abs=2e-4) and values(bars["y"]).sum() == pytest.approx(score, abs=1e-3)
-    overlay = figure(patches)["data"]
-    assert [t["type"] for t in overlay] == ["image", "heatmap"] and values(overlay[1]["z"]).shape == (8, 8)
+    assert total == pytest.approx(score, abs=2e-4) and plotly_array(bars["y"]).sum() == pytest.approx(score, abs=1e-3)
+    overlay = figure_json(patches)["data"]
+    assert [t["type"] for t in overlay] == ["image", "heatmap"] and plotly_array(overlay[1]["z"]).shape == (8, 8)
     head_total = float(re.search(r"adds \*\*(-?[\d.]+)\*\*", patches_notice).group(1))
-    assert head_total == pytest.approx(float(values(heat["z"])[3, 1]), abs=2e-3)
+    assert head_total == pytest.approx(float(plotly_array(heat["z"])[3, 1]), abs=2e-3)
     again, _ = client.predict("bundled:mini-clip", image, "a red circle", 0, 2, api_name="/decomposition_head")
-    assert figure(again)["layout"]["title"]["text"].startswith("Layer 0, head 2")
+    assert figure_json(again)["layout"]["title"]["text"].startswith("Layer 0, head 2")
 
 
 def test_mean_ablation_table_and_text_span_answer(app_url):
     client = Client(app_url, verbose=False)
     plot, table, notice = client.predict("bundled:mini-clip", 24, api_name="/decomposition_ablation")
     rows = table["data"]
-    assert [row[0] for row in rows] == [0, 1, 2, 3, 4] and len(figure(plot)["data"]) == 3
+    assert [row[0] for row in rows] == [0, 1, 2, 3, 4] and len(figure_json(plot)["data"]) == 3
     assert rows[0][1] > rows[-1][1]                                          # all attention ablated: accuracy falls
     plot, table, notice = client.predict("bundled:mini-clip", "3.1, 2.2", 4, 3, "", 24,
                                          api_name="/decomposition_text_span")

@@ -2,7 +2,6 @@
 map's hover thumbnail and click), including bad inputs answered with a message while the server keeps serving."""
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
+from plotly_json import figure_json, plotly_array
 
 from benchmarks.map_scale import write_synthetic_output
 from models import load_model, shapes
@@ -79,17 +79,6 @@ def image_file(tmp_path):
     return path, example.label
 
 
-def values(array_or_list) -> np.ndarray:
-    """Plotly JSON arrays: plain lists or {"dtype", "bdata"} base64 typed arrays."""
-    if isinstance(array_or_list, dict) and "bdata" in array_or_list:
-        flat = np.frombuffer(base64.b64decode(array_or_list["bdata"]), dtype=np.dtype(array_or_list["dtype"]))
-        shape = array_or_list.get("shape")
-        return flat.reshape([int(n) for n in str(shape).split(",")]) if shape else flat
-    return np.asarray(array_or_list)
-
-
-def figure(plot: dict) -> dict:
-    return json.loads(plot["plot"])
 
 
 def test_zero_shot_then_sliders_move_every_probability(client, image_file):
@@ -98,7 +87,7 @@ def test_zero_shot_then_sliders_move_every_probability(client, image_file):
     result = client.predict("bundled:mini-clip", handle_file(str(path)), labels, "default: a photo of a {}.", "", 3,
                             api_name="/zero_shot_classify")
     top_plot, notice, *sliders, log_t, probabilities_plot, entropy = result
-    bars = figure(top_plot)["data"][0]
+    bars = figure_json(top_plot)["data"][0]
     assert bars["y"][-1] == label and len(bars["y"]) == 3                       # the true class on top
     assert "5 labels × 1 template" in notice and "entropy" in entropy
     assert [s["visible"] for s in sliders] == [True] * 5 + [False] * 3
@@ -110,15 +99,15 @@ def test_zero_shot_then_sliders_move_every_probability(client, image_file):
     nudged = list(model_logits) + [0.0] * 3
     nudged[moved] += 4.0
     plot, text = client.predict(*nudged, 0.0, api_name="/softmax_sliders")
-    bars, reference = figure(plot)["data"]
-    after = dict(zip(bars["x"], values(bars["y"]), strict=True))
-    before = dict(zip(reference["x"], values(reference["y"]), strict=True))
+    bars, reference = figure_json(plot)["data"]
+    after = dict(zip(bars["x"], plotly_array(bars["y"]), strict=True))
+    before = dict(zip(reference["x"], plotly_array(reference["y"]), strict=True))
     assert sum(after.values()) == pytest.approx(1.0, abs=1e-9) and "sum to 1.000000" in text
     assert after[slider_labels[moved]] > before[slider_labels[moved]]
     assert all(after[name] < before[name] for name in slider_labels if name != slider_labels[moved])
 
     flat, _ = client.predict(*model_logits, 0, 0, 0, 2.0, api_name="/softmax_sliders")   # T = 100
-    assert values(figure(flat)["data"][0]["y"]).max() < 0.3
+    assert plotly_array(figure_json(flat)["data"][0]["y"]).max() < 0.3
     *reset_sliders, reset_t, _, reset_text = client.predict(api_name="/softmax_reset")
     assert [s["value"] for s in reset_sliders[:5]] == pytest.approx(model_logits) and reset_t["value"] == 0.0
     assert "T = 1 " in reset_text
@@ -132,7 +121,7 @@ def test_zero_shot_ensemble_custom_templates_and_truncation_notice(client, image
     assert "8 template(s)" in result[1] and "truncated" in result[1] and "32 tokens" in result[1]
     custom = client.predict("bundled:mini-clip", handle_file(str(path)), f"{label}, blue star", "custom",
                             "a {}\na drawing of a {}", 2, api_name="/zero_shot_classify")
-    assert "2 template(s)" in custom[1] and figure(custom[0])["data"][0]["y"][-1] == label
+    assert "2 template(s)" in custom[1] and figure_json(custom[0])["data"][0]["y"][-1] == label
 
 
 def test_zero_shot_bad_inputs_get_messages_and_the_server_keeps_serving(client, image_file):
@@ -156,15 +145,15 @@ def test_zero_shot_bad_inputs_get_messages_and_the_server_keeps_serving(client, 
         fresh.predict(*[0.0] * 8, 0.0, api_name="/softmax_sliders")
     result = client.predict("bundled:mini-clip", handle_file(str(path)), label, "default: a photo of a {}.", "", 1,
                             api_name="/zero_shot_classify")
-    assert figure(result[0])["data"][0]["y"] == [label]
+    assert figure_json(result[0])["data"][0]["y"] == [label]
 
 
 def test_similarity_matrix_of_procedural_pairs_and_of_uploads(client, tmp_path):
     cosine, halves, note = client.predict("bundled:mini-clip", "procedural shapes and their captions", 4, None, "",
                                           api_name="/similarity_matrix")
-    heat = figure(cosine)
+    heat = figure_json(cosine)
     assert len(heat["layout"]["shapes"]) == 4 and len(heat["layout"]["images"]) == 4
-    rows_softmax = values(figure(halves)["data"][0]["z"])
+    rows_softmax = plotly_array(figure_json(halves)["data"][0]["z"])
     np.testing.assert_allclose(rows_softmax.sum(axis=1), 1.0, atol=1e-9)
     assert "4 images × 4 texts" in note and "contrastive loss" in note
     paths = []
@@ -174,7 +163,7 @@ def test_similarity_matrix_of_procedural_pairs_and_of_uploads(client, tmp_path):
     cosine, _, note = client.predict("bundled:mini-clip", "my images and texts", 4,
                                      [handle_file(str(p)) for p in paths], "a red star\na blue circle\na green cross",
                                      api_name="/similarity_matrix")
-    assert values(figure(cosine)["data"][0]["z"]).shape == (2, 3) and "2 images × 3 texts" in note
+    assert plotly_array(figure_json(cosine)["data"][0]["z"]).shape == (2, 3) and "2 images × 3 texts" in note
     with pytest.raises(Exception, match="at least one text"):
         client.predict("bundled:mini-clip", "my images and texts", 4, [handle_file(str(paths[0]))], " ",
                        api_name="/similarity_matrix")
@@ -204,13 +193,13 @@ def test_embedding_map_search_point_gap_and_cache(client):
     assert len(_html(html)) < 2 * 2**20 and webgl["visible"] is False   # 60 images: Plotly, the WebGL map hidden
     fig = _map(html)
     assert {trace["type"] for trace in fig["data"]} == {"scattergl"}
-    ids = np.concatenate([values(t["customdata"]) for t in fig["data"] if t["mode"] == "markers"])
+    ids = np.concatenate([plotly_array(t["customdata"]) for t in fig["data"] if t["mode"] == "markers"])
     texts = int(info.split(" texts:")[0].split()[-1])
     assert sorted(ids.tolist()) == list(range(60 + texts))
     assert "60 images embedded" in info and "(0 from the embedding cache" in info and "Modality gap" in info
     assert "over 60 paired image-caption embeddings" in info   # the class prompts are not in the gap
-    assert [t["type"] for t in figure(gap)["data"]] == ["histogram", "histogram"]
-    assert "over 60 paired image-caption embeddings" in figure(gap)["layout"]["title"]["text"]
+    assert [t["type"] for t in figure_json(gap)["data"]] == ["histogram", "histogram"]
+    assert "over 60 paired image-caption embeddings" in figure_json(gap)["layout"]["title"]["text"]
 
     again = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.", *VIEW,
                            api_name="/embedding_embed")
@@ -235,7 +224,7 @@ def test_embedding_map_search_point_gap_and_cache(client):
 
     summary, per_class, confusion = client.predict(api_name="/embedding_evaluate")
     assert "top-1" in summary and "top-5" in summary
-    assert figure(per_class)["data"][0]["type"] == "bar" and figure(confusion)["data"][0]["type"] == "heatmap"
+    assert figure_json(per_class)["data"][0]["type"] == "bar" and figure_json(confusion)["data"][0]["type"] == "heatmap"
 
 
 def test_folders_are_read_only_inside_the_allowed_ones(client, served):

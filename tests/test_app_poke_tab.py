@@ -2,13 +2,11 @@
 sweep, patching from a source image, and clear messages for bad input."""
 from __future__ import annotations
 
-import base64
-import json
-
 import numpy as np
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
+from plotly_json import figure_json, plotly_array
 
 from models.world import scenes
 
@@ -29,17 +27,6 @@ def image(tmp_path_factory):
     return handle_file(str(path))
 
 
-def _plot(payload) -> dict:
-    return json.loads(payload["plot"])
-
-
-def _array(values) -> np.ndarray:
-    """A Plotly JSON array: a list, or numpy's base64 form {"dtype", "bdata", "shape"}."""
-    if isinstance(values, dict) and "bdata" in values:
-        flat = np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
-        shape = values.get("shape")
-        return flat.reshape([int(s) for s in str(shape).split(",")]) if shape else flat
-    return np.array(values, dtype=float)
 
 
 def test_parts_list_every_head_and_layer_of_mini_clip(app_url):
@@ -58,10 +45,10 @@ def test_ablating_ticked_heads_draws_clean_against_ablated(app_url, image):
     plot, notice = client.predict(TRANSFORMER, "bundled:mini-clip", "bundled:mini-cnn", image,
                                   ["blocks.3.attn.head.0", "blocks.3.attn.head.1"], ["blocks.2.mlp_out"], "",
                                   "mean", 8, LABELS, 5, api_name="/poke_ablate")
-    figure = _plot(plot)
+    figure = figure_json(plot)
     assert [trace["name"] for trace in figure["data"]] == ["clean", "ablated"]
     assert "mean-ablated blocks.3.attn.head.0" in figure["layout"]["title"]["text"]
-    clean, ablated = (_array(trace["x"]) for trace in figure["data"])
+    clean, ablated = (plotly_array(trace["x"]) for trace in figure["data"])
     assert not np.allclose(clean, ablated)
     assert "3 part(s) mean-ablated over 8 held-out reference scenes" in notice
 
@@ -70,9 +57,9 @@ def test_the_sweep_draws_a_layer_by_head_map(app_url, image):
     client = Client(app_url, verbose=False)
     plot, notice = client.predict(TRANSFORMER, "bundled:mini-clip", "bundled:mini-cnn", image, "", "zero", 8,
                                   LABELS, api_name="/poke_sweep")
-    figure = _plot(plot)
+    figure = figure_json(plot)
     heatmap = figure["data"][0]
-    assert heatmap["type"] == "heatmap" and _array(heatmap["z"]).shape == (4, 4)
+    assert heatmap["type"] == "heatmap" and plotly_array(heatmap["z"]).shape == (4, 4)
     assert list(heatmap["y"]) == [f"layer {i}" for i in range(4)]
     assert "zero-ablated alone" in figure["layout"]["title"]["text"] and "Target **" in notice
 
@@ -81,10 +68,10 @@ def test_patching_every_token_gives_the_source_prediction(app_url, image):
     client = Client(app_url, verbose=False)
     bars, layers, notice = client.predict(TRANSFORMER, "bundled:mini-clip", "bundled:mini-cnn", image, None, 777_000,
                                           1, "all", 0, 0, 0.5, 0.5, LABELS, 6, api_name="/poke_patch")
-    clean, patched, source = (_array(trace["x"]) for trace in _plot(bars)["data"])
+    clean, patched, source = (plotly_array(trace["x"]) for trace in figure_json(bars)["data"])
     assert np.allclose(patched, source, atol=1e-4) and not np.allclose(clean, source, atol=1e-2)
-    sweep = _plot(layers)
-    assert len(sweep["data"]) == 2 and len(_array(sweep["data"][1]["y"])) == 4
+    sweep = figure_json(layers)
+    assert len(sweep["data"]) == 2 and len(plotly_array(sweep["data"][1]["y"])) == 4
     box = client.predict(TRANSFORMER, "bundled:mini-clip", "bundled:mini-cnn", image, None, 777_000, 2, "box",
                          0, 0, 0.5, 0.5, LABELS, 6, api_name="/poke_patch")
     assert "16 patches" in box[2]   # the top-left quarter of the 8x8 grid
@@ -94,7 +81,7 @@ def test_cnn_channels_ablate_and_bad_input_gets_messages(app_url, image):
     client = Client(app_url, verbose=False)
     plot, notice = client.predict(CNN, "bundled:mini-clip", "bundled:mini-cnn", image, [], [],
                                   "stages.2.channel.3, stages.1", "zero", 8, "", 5, api_name="/poke_ablate")
-    assert "2 part(s) zero-ablated" in notice and len(_plot(plot)["data"]) == 2
+    assert "2 part(s) zero-ablated" in notice and len(figure_json(plot)["data"]) == 2
     with pytest.raises(Exception, match="No hook matches 'blocks.9.mlp_out'"):
         client.predict(TRANSFORMER, "bundled:mini-clip", "bundled:mini-cnn", image, [], [], "blocks.9.mlp_out",
                        "zero", 8, LABELS, 5, api_name="/poke_ablate")

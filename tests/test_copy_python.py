@@ -2,7 +2,6 @@
 (the app's figures fetched through its HTTP API, compared array by array)."""
 from __future__ import annotations
 
-import base64
 import json
 import os
 import subprocess
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 from app_server import ROOT, running_app
 from gradio_client import Client, handle_file
+from plotly_json import plotly_array
 
 from ui.examples import example_path
 from viz.reproduce import reproduce_code
@@ -46,14 +46,6 @@ def _traces(payload) -> list[dict]:
     return json.loads(payload["plot"] if isinstance(payload, dict) else payload)
 
 
-def _array(value) -> np.ndarray:
-    """A trace's data: plotly's base64 form ({"dtype", "bdata", "shape"}) or a plain list."""
-    if isinstance(value, dict) and "bdata" in value:
-        flat = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        return flat.reshape([int(n) for n in str(shape).split(",")] if shape else flat.shape)
-    return np.asarray(value)
-
 
 def _same_data(app_payload, notebook_json: str) -> None:
     """The same traces, with the same data arrays (to float tolerance: two processes) and the same title."""
@@ -65,7 +57,7 @@ def _same_data(app_payload, notebook_json: str) -> None:
         for key in ("z", "x", "y", "source", "customdata"):
             if key not in ours:
                 continue
-            mine, other = _array(ours[key]), _array(theirs[key])
+            mine, other = plotly_array(ours[key]), plotly_array(theirs[key])
             if np.issubdtype(mine.dtype, np.number):
                 np.testing.assert_allclose(mine.astype(float), other.astype(float), rtol=1e-5, atol=1e-6)
             else:
