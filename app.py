@@ -63,32 +63,32 @@ def build_app(models: list[str] | None = None, allowed_folders: list[str] | None
                     "whole view, to share it.", elem_id="cs-header")
         shared = build_shared_inputs(models)
         views = {}   # tab id -> the tab's handle (its URL fields), for the URL state
+        panels = {}  # tab id -> the tab itself, whose selection the URL records
         with gr.Tabs() as tabs:
-            with gr.Tab(TABS[0], id=TAB_IDS[0]):
+            with gr.Tab(TABS[0], id=TAB_IDS[0]) as panels[TAB_IDS[0]]:
                 views["attention"] = build_attention_tab(shared)
-            with gr.Tab(TABS[1], id=TAB_IDS[1]):
+            with gr.Tab(TABS[1], id=TAB_IDS[1]) as panels[TAB_IDS[1]]:
                 build_model_tab(app, choices, default)
-            with gr.Tab(TABS[2], id=TAB_IDS[2]):
+            with gr.Tab(TABS[2], id=TAB_IDS[2]) as panels[TAB_IDS[2]]:
                 views["patches"] = build_patches_tab(shared)
-            with gr.Tab(TABS[3], id=TAB_IDS[3]):
+            with gr.Tab(TABS[3], id=TAB_IDS[3]) as panels[TAB_IDS[3]]:
                 views["cnn"] = build_cnn_tab(shared, picker_choices("transformer", models) +
                                              picker_choices("cnn", models))
-            with gr.Tab(TABS[4], id=TAB_IDS[4]):
+            with gr.Tab(TABS[4], id=TAB_IDS[4]) as panels[TAB_IDS[4]]:
                 build_zero_shot_tab(shared)
-            with gr.Tab(TABS[5], id=TAB_IDS[5]):
+            with gr.Tab(TABS[5], id=TAB_IDS[5]) as panels[TAB_IDS[5]]:
                 views["embedding"] = build_embedding_tab(shared, [Path(f) for f in allowed_folders or []])
-            with gr.Tab(TABS[6], id=TAB_IDS[6]):
+            with gr.Tab(TABS[6], id=TAB_IDS[6]) as panels[TAB_IDS[6]]:
                 build_poke_tab(shared)
-            with gr.Tab(TABS[7], id=TAB_IDS[7]):
+            with gr.Tab(TABS[7], id=TAB_IDS[7]) as panels[TAB_IDS[7]]:
                 build_decomposition_tab(shared)
-            with gr.Tab(TABS[8], id=TAB_IDS[8]):
+            with gr.Tab(TABS[8], id=TAB_IDS[8]) as panels[TAB_IDS[8]]:
                 build_compare_tab(shared, choices, "bundled:mini-clip")
         fields = {"vit_model": shared.pickers["transformer"], "cnn_model": shared.pickers["cnn"],
                   "clip_model": shared.pickers["clip"], "image": shared.source}
         for view in views.values():
             fields.update(view.url_fields() if view is not None else {})
-        loaded = bind_url_state(app, fields, tabs, dict(zip(TABS, TAB_IDS, strict=True)), shared.image,
-                                shared.status)
+        loaded = bind_url_state(app, fields, tabs, panels, shared.image, shared.status)
         for view in views.values():
             if view is not None:
                 view.draw(loaded)   # the first screen: the tab draws itself on the preselected example

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +40,11 @@ def settle(page, timeout_s: float = 180.0) -> None:
     page.wait_for_timeout(1000)
 
 
-def take(url: str, out: Path = OUT) -> list[Path]:
-    """One screenshot per tab of the app at ``url``; returns the files written."""
+def drawn_tabs(url: str) -> Iterator[tuple[str, object]]:
+    """Open the app at ``url`` in headless Chromium and yield (tab, page) for each tab once it is open and its
+    primary buttons have been pressed and their figures drawn."""
     from playwright.sync_api import sync_playwright
 
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
         page = browser.new_page(viewport=VIEWPORT)
@@ -58,12 +58,20 @@ def take(url: str, out: Path = OUT) -> list[Path]:
                 if buttons.nth(index).is_visible():
                     buttons.nth(index).click()
                     settle(page)
-            page.evaluate("window.scrollTo(0, 0)")
-            path = out / file_name(tab)
-            page.screenshot(path=str(path))
-            written.append(path)
-            print(f"{tab}: {path.relative_to(ROOT)}", flush=True)
+            yield tab, page
         browser.close()
+
+
+def take(url: str, out: Path = OUT) -> list[Path]:
+    """One screenshot per tab of the app at ``url``; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for tab, page in drawn_tabs(url):
+        page.evaluate("window.scrollTo(0, 0)")
+        path = out / file_name(tab)
+        page.screenshot(path=str(path))
+        written.append(path)
+        print(f"{tab}: {path.relative_to(ROOT)}", flush=True)
     return written
 
 

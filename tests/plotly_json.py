@@ -19,3 +19,12 @@ def plotly_array(value) -> np.ndarray:
 def figure_json(payload) -> dict:
     """A figure as JSON: a gr.Plot's ``{"plot": JSON}``, or the JSON string itself (a PlotlyFigure's value)."""
     return json.loads(payload["plot"] if isinstance(payload, dict) else payload)
+
+
+def plain_title(figure: dict) -> str:
+    """A figure's title as a reader sees it: markup and the line breaks the app wraps long titles with removed."""
+    import re
+
+    title = figure["layout"].get("title") or {}
+    text = title.get("text", "") if isinstance(title, dict) else str(title)
+    return " ".join(re.sub(r"<[^>]+>", " ", text).split())

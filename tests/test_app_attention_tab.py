@@ -6,6 +6,7 @@ import json
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
+from plotly_json import plain_title
 
 from models import shapes
 
@@ -58,7 +59,7 @@ def test_views_after_analyse_use_the_same_session(app_url, tmp_path):
     with pytest.raises(Exception, match="heads 0 to 3"):
         client.predict(3, "head 9", 1.0, api_name="/attention_view")
     distance = json.loads(client.predict("bundled:mini-vit", api_name="/mean_attention_distance")["plot"])
-    assert "attention to CLS/prefix tokens counts as distance 0 (ViT paper)" in distance["layout"]["title"]["text"]
+    assert "attention to CLS/prefix tokens counts as distance 0 (ViT paper)" in plain_title(distance)
 
 
 def test_relevancy_of_a_model_without_class_names_defaults_to_its_top_output(app_url, tmp_path, tiny_ids):
@@ -67,11 +68,11 @@ def test_relevancy_of_a_model_without_class_names_defaults_to_its_top_output(app
     client = Client(app_url, verbose=False)
     client.predict(tiny_ids["hf_dinov2_reg"], handle_file(str(path)), 0, "mean", 1.0, api_name="/attention_analyse")
     relevancy, tokens = client.predict("", api_name="/attention_relevancy")
-    title = json.loads(relevancy["plot"])["layout"]["title"]["text"]
+    title = plain_title(json.loads(relevancy["plot"]))
     assert title.startswith("Relevancy for output ") and tokens is None
     index = title.rsplit(" ", 1)[-1]
     again, _ = client.predict(f"output {index}", api_name="/attention_relevancy")
-    assert json.loads(again["plot"])["layout"]["title"]["text"] == title
+    assert plain_title(json.loads(again["plot"])) == title
     with pytest.raises(Exception, match="outputs 0 to"):
         client.predict("100000", api_name="/attention_relevancy")
 
@@ -93,7 +94,7 @@ def _plot(payload) -> dict:
 
 
 def _title(payload) -> str:
-    return _plot(payload)["layout"]["title"]["text"]
+    return plain_title(_plot(payload))
 
 
 def _component(client: Client, label: str) -> int:
@@ -231,7 +232,7 @@ def test_a_click_on_the_overlay_or_the_patch_grid_picks_that_patch_and_on_the_he
     overlay, heads, steps, info, query = _fire(client, overlay_label, "click", overlay_label, [1, "mean", 1.0],
                                                {"x": 5.5 * 8, "y": 2.5 * 8, "trace": 1})
     assert query == 1 + 2 * 8 + 5 and "patch (2, 5)" in info
-    assert "where patch (2, 5) looks" in json.loads(overlay)["layout"]["title"]["text"]
+    assert "where patch (2, 5) looks" in plain_title(json.loads(overlay))
     # the patch grid is the image itself: a pixel lands in the patch that holds it
     *_, info, query = _fire(client, grid_label, "click", overlay_label, [1, "mean", 1.0], {"x": 63, "y": 0})
     assert query == 1 + 7 and "patch (0, 7)" in info

@@ -7,7 +7,7 @@ import re
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
-from plotly_json import figure_json, plotly_array
+from plotly_json import figure_json, plain_title, plotly_array
 
 from models import shapes
 
@@ -43,7 +43,7 @@ def test_score_terms_add_up_and_the_head_map_covers_the_grid(app_url, image):
     head_total = float(re.search(r"adds \*\*(-?[\d.]+)\*\*", patches_notice).group(1))
     assert head_total == pytest.approx(float(plotly_array(heat["z"])[3, 1]), abs=2e-3)
     again, _ = client.predict("bundled:mini-clip", image, "a red circle", 0, 2, api_name="/decomposition_head")
-    assert figure_json(again)["layout"]["title"]["text"].startswith("Layer 0, head 2")
+    assert plain_title(figure_json(again)).startswith("Layer 0, head 2")
 
 
 def test_mean_ablation_table_and_text_span_answer(app_url):

@@ -44,6 +44,13 @@ def test_a_photograph_with_a_bundled_model_gets_the_notice(app_url, images):
     query_info = client.predict("bundled:mini-clip", handle_file(images["photo"]), 1, "mean", 1.0,
                                 api_name="/attention_analyse")[6]
     assert PHOTO_NOTICE in query_info and "Query:" in query_info
+    patches_notes = client.predict("bundled:mini-vit", handle_file(images["photo"]), 1,
+                                   api_name="/patches_analyse")[-1]
+    assert PHOTO_NOTICE in patches_notes and TRAINED_ONLY in patches_notes
+    probe_note = client.predict("bundled:mini-cnn", handle_file(images["photo"]), "bundled:mini-vit", 2,
+                                api_name="/cnn_probes")[3]
+    assert PHOTO_NOTICE in probe_note and "bundled:mini-cnn** was trained only" in probe_note
+    assert "bundled:mini-vit** was trained only" in probe_note       # the compared model says so too
     known = client.predict("bundled:mini-clip", api_name="/describe_model")[4]
     assert TRAINED_ONLY in known and REAL_CLIP in known
 

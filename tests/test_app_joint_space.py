@@ -6,10 +6,11 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
-from plotly_json import figure_json, plotly_array
+from plotly_json import figure_json, plain_title, plotly_array
 
 from benchmarks.map_scale import write_synthetic_output
 from models import load_model, shapes
@@ -199,7 +200,7 @@ def test_embedding_map_search_point_gap_and_cache(client):
     assert "60 images embedded" in info and "(0 from the embedding cache" in info and "Modality gap" in info
     assert "over 60 paired image-caption embeddings" in info   # the class prompts are not in the gap
     assert [t["type"] for t in figure_json(gap)["data"]] == ["histogram", "histogram"]
-    assert "over 60 paired image-caption embeddings" in figure_json(gap)["layout"]["title"]["text"]
+    assert "over 60 paired image-caption embeddings" in plain_title(figure_json(gap))
 
     again = client.predict("bundled:mini-clip", PROCEDURAL, 60, 884_005, None, "", "", "a photo of a {}.", *VIEW,
                            api_name="/embedding_embed")
@@ -210,7 +211,7 @@ def test_embedding_map_search_point_gap_and_cache(client):
     assert [t["name"] for t in pca["data"] if t["mode"] == "markers"] == ["captions", "class prompts", "images"]
 
     html, _, gallery, note = client.predict("a red circle", 3, *VIEW, api_name="/embedding_search")
-    red_circles = sum(e.label == "red circle" for e in shapes.make_dataset(60, seed=884_005))
+    red_circles = sum(e.label == "red circle" for e in scenes.make_scenes(60, 884_005, split="any", n_objects=1))
     assert len(gallery) == 3 and red_circles >= 1
     assert all("red circle" in item["caption"] for item in gallery[:min(3, red_circles)]), gallery
     assert _map(html)["data"][-1]["name"] == "query: top 3" and "original 128-d space" in note
@@ -224,6 +225,7 @@ def test_embedding_map_search_point_gap_and_cache(client):
 
     summary, per_class, confusion = client.predict(api_name="/embedding_evaluate")
     assert "top-1" in summary and "top-5" in summary
+    assert "trained only on" in summary and "looks like a photograph" not in summary   # procedural images
     assert figure_json(per_class)["data"][0]["type"] == "bar" and figure_json(confusion)["data"][0]["type"] == "heatmap"
 
 
@@ -285,7 +287,7 @@ def test_a_20k_row_models_embed_output_opens_on_the_webgl_map(client, served):
     legend = dict(view["legend"])
     assert set(legend) == set(shapes.class_names())
     assert np.argmax([int(legend["red heart"][i:i + 2], 16) for i in (1, 3, 5)]) == 0     # red is drawn red
-    assert view["labels"] and all(label["text"].startswith("a photo of") for label in view["labels"])
+    assert view["labels"] and all(label["text"] in shapes.class_names() for label in view["labels"])
     assert view["contours"] and view["texts_first"]
 
     _, recoloured = client.predict("PCA", "modality", False, True, api_name="/embedding_view")
@@ -311,6 +313,36 @@ def test_a_20k_row_models_embed_output_opens_on_the_webgl_map(client, served):
     assert "whose label contains “red heart”" in filtered["note"]
     with pytest.raises(Exception, match="No point has"):
         client.predict("label", "no such label", "PCA", "label", False, True, api_name="/embedding_filter")
+
+    # isolate a point's neighbours: exactly the brute-force top k by cosine in the original joint space
+    table = pd.read_parquet(client.predict("Parquet", api_name="/embedding_table"))
+    vectors = table[[c for c in table.columns if c.startswith("e") and c[1:].isdigit()]].to_numpy(np.float64)
+    vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = vectors @ vectors[7]
+    cosine[7] = -np.inf
+    truth = np.argsort(-cosine, kind="stable")[:12]
+    _, isolated, note = client.predict(7, 12, "PCA", "label", False, True, api_name="/embedding_isolate")
+    view = json.loads(_html(isolated))
+    assert view["highlight"] == truth.tolist() and "nearest to image 7" in note
+    mask = np.frombuffer(_fetch(served["url"], view["filter_url"]), dtype=np.uint8)
+    assert np.flatnonzero(mask).tolist() == sorted([7, *truth.tolist()])     # only the point and its neighbours
+    _, everything, cleared = client.predict("PCA", "label", False, True, api_name="/embedding_show_all")
+    assert json.loads(_html(everything))["filter_url"] is None and cleared == ""
+    with pytest.raises(Exception, match="does not exist"):
+        client.predict(n, 5, "PCA", "label", False, True, api_name="/embedding_isolate")
+
+    # a typed selection (a lasso sends the same through the map's select event): summary, then its table
+    text, summary = client.predict("0-9, 20000, 35", api_name="/embedding_select")
+    assert text == "0-9, 35, 20000" and "12 points selected" in summary and "11 images and 1 text." in summary
+    chosen = pd.read_parquet(client.predict("Parquet", api_name="/embedding_selection_table"))
+    assert chosen["point"].tolist() == [*range(10), 35, 20000] and {"pca_x", "pca_y"} <= set(chosen.columns)
+    assert np.allclose(chosen[[f"e{i}" for i in range(128)]].to_numpy(),
+                       table[[f"e{i}" for i in range(128)]].to_numpy()[[*range(10), 35, 20000]])
+    assert np.allclose(chosen["pca_x"], table["pca_x"].to_numpy()[[*range(10), 35, 20000]])
+    with pytest.raises(Exception, match="outside the map's points"):
+        client.predict(f"0-{n}", api_name="/embedding_select")
+    with pytest.raises(Exception, match="is not a point or a range"):
+        client.predict("three", api_name="/embedding_select")
 
 
 @pytest.mark.browser
@@ -342,7 +374,7 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
         page.mouse.move(x, y)
         page.wait_for_function("document.querySelector('.cs-thumb').style.display === 'block'", timeout=30_000)
         assert page.evaluate("document.querySelector('.cs-thumb').src").startswith("data:image/jpeg;base64,")
-        assert "shapes 616161#" in page.inner_text(".cs-caption")
+        assert "scene 616161#" in page.inner_text(".cs-caption")
         # where points overlap, the pointer is on the one plotly picks: the click must open the point the hover showed
         hovered = int(page.evaluate("document.querySelector('.cs-tip').dataset.point"))
         assert hovered == index or page.evaluate(

@@ -21,7 +21,8 @@ def test_patches_analyse_draws_every_view(app_url, tiny_ids, tmp_path, model_key
     client = Client(app_url, verbose=False)
     model_id = tiny_ids.get(model_key, model_key)
     result = client.predict(model_id, handle_file(str(path)), 1, api_name="/patches_analyse")
-    _, grid_plot, filters, positions, residual, correlation, similarity, islands = result
+    _, grid_plot, filters, positions, residual, correlation, similarity, islands, notes = result
+    assert ("trained only on" in notes) == model_key.startswith("bundled:")   # what a bundled model knows
     assert all(p is not None for p in (grid_plot, filters, positions, residual, correlation, similarity, islands))
     assert client.predict(0, api_name="/patches_layer") is not None
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from app_server import running_app
 from gradio_client import Client, handle_file
-from plotly_json import figure_json, plotly_array
+from plotly_json import figure_json, plain_title, plotly_array
 
 from models.world import scenes
 
@@ -47,7 +47,7 @@ def test_ablating_ticked_heads_draws_clean_against_ablated(app_url, image):
                                   "mean", 8, LABELS, 5, api_name="/poke_ablate")
     figure = figure_json(plot)
     assert [trace["name"] for trace in figure["data"]] == ["clean", "ablated"]
-    assert "mean-ablated blocks.3.attn.head.0" in figure["layout"]["title"]["text"]
+    assert "mean-ablated blocks.3.attn.head.0" in plain_title(figure)
     clean, ablated = (plotly_array(trace["x"]) for trace in figure["data"])
     assert not np.allclose(clean, ablated)
     assert "3 part(s) mean-ablated over 8 held-out reference scenes" in notice
@@ -61,7 +61,7 @@ def test_the_sweep_draws_a_layer_by_head_map(app_url, image):
     heatmap = figure["data"][0]
     assert heatmap["type"] == "heatmap" and plotly_array(heatmap["z"]).shape == (4, 4)
     assert list(heatmap["y"]) == [f"layer {i}" for i in range(4)]
-    assert "zero-ablated alone" in figure["layout"]["title"]["text"] and "Target **" in notice
+    assert "zero-ablated alone" in plain_title(figure) and "Target **" in notice
 
 
 def test_patching_every_token_gives_the_source_prediction(app_url, image):

@@ -11,9 +11,14 @@ from pathlib import Path
 import pytest
 from app_server import ROOT, running_app
 
+from app import TAB_IDS as TAB_IDS_IN_ORDER
+from app import TABS
+from docs.layout_audit import OVERFLOWING_TEXT
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-quic",
-         "--no-first-run", "--disable-component-update", "--disable-sync"]
+         "--no-first-run", "--disable-component-update", "--disable-sync", "--use-angle=swiftshader",
+         "--enable-unsafe-swiftshader"]
 SHOTS = Path(os.environ.get("CLIPSCOPE_ARTIFACTS", ROOT / "test-artifacts")) / "screenshots"
 LONG = 180_000  # ms: a first request on a busy 2-core machine
 
@@ -45,9 +50,21 @@ def _shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
+TAB_IDS = dict(zip(TABS, TAB_IDS_IN_ORDER, strict=True))
+
+
 def _tab(page, name: str):
+    """Open a tab by a real click; the URL then names it."""
     page.get_by_role("tab", name=name, exact=True).click()
+    page.wait_for_function(f"(id) => (new URL(location.href).searchParams.get('tab') || {TAB_IDS_IN_ORDER[0]!r}) "
+                           "=== id", arg=TAB_IDS[name], timeout=LONG)   # no tab in the link: the first one
     return page.get_by_role("tabpanel").first
+
+
+def _no_text_cut_off(page) -> None:
+    """No title, subplot title or axis title of the visible tab runs past its figure's edge."""
+    overflowing = page.evaluate(OVERFLOWING_TEXT)
+    assert not overflowing, overflowing
 
 
 def _wait_text(page, text: str, timeout: int = LONG) -> None:
@@ -141,6 +158,7 @@ def test_2_a_click_on_the_overlay_picks_the_patch_and_on_the_head_grid_the_head(
     _click_data(page, "cs-attention-grid", 8 * 7 + 3, 8 * 6 + 3)   # a pixel of patch (6, 7) on the patch grid
     page.wait_for_function("(document.querySelector('#cs-query input') || {}).value === '56'", timeout=LONG)
     assert new_url_params(page)["query"] == "56"
+    _no_text_cut_off(page)
 
 
 def new_url_params(page) -> dict:
@@ -181,11 +199,23 @@ def test_4_changing_the_image_marks_the_figures_stale(browser_page):
     assert sum(v or 0 for row in _heat(page, "cs-overlay") for v in row) > 0
 
 
-def test_5_patches(browser_page):
+def test_5_patches_a_click_on_the_grid_or_the_similarity_map_picks_the_query(browser_page):
     page, _ = browser_page
     tab = _tab(page, "Patches")
     tab.get_by_role("button", name="Analyse").click()
     page.wait_for_function(f"{VISIBLE_PLOTS}.length >= 5", timeout=LONG)
+    first = _heat(page, "cs-patch-similarity")
+    _click_data(page, "cs-patch-grid", 3.5 * 8, 6.5 * 8)    # patch (6, 3) of the image as the model saw it
+    page.wait_for_function("(document.querySelector('#cs-patch-query input') || {}).value === '52'", timeout=LONG)
+    page.wait_for_function(f"{_figure_of('cs-patch-similarity')}._fullLayout.title.text.includes('row 6, col 3')",
+                           timeout=LONG)
+    moved = _heat(page, "cs-patch-similarity")
+    assert moved != first and moved[6][3] == pytest.approx(1.0, abs=1e-5)   # a patch is most similar to itself
+    _click_data(page, "cs-patch-similarity", 2, 1)           # cell (1, 2) of the similarity map
+    page.wait_for_function("(document.querySelector('#cs-patch-query input') || {}).value === '11'", timeout=LONG)
+    page.wait_for_function(f"{_figure_of('cs-patch-similarity')}._fullLayout.title.text.includes('row 1, col 2')",
+                           timeout=LONG)
+    _no_text_cut_off(page)
     _shot(page, "3-patches")
 
 
@@ -199,8 +229,21 @@ def test_6_cnn_a_click_on_the_layer_map_picks_the_unit(browser_page):
     shape = len(_heat(page, "cs-layer-map")), len(_heat(page, "cs-layer-map")[0])
     _click_data(page, "cs-layer-map", 1, shape[0] - 1)
     _wait_text(page, f"unit ({shape[0] - 1}, 1)")
+    page.wait_for_function("(u) => new URL(location.href).searchParams.get('unit') === u",
+                           arg=f"{shape[0] - 1}, 1", timeout=LONG)           # the unit travels in the link
+    link = page.url
+    _no_text_cut_off(page)
     _click_picture(page, 0.03, 0.03, "unit (0, 0)")   # the shared image's click still works
     _shot(page, "4-cnn")
+    again = page.context.browser.new_page(viewport={"width": 1440, "height": 1000})
+    try:   # opening the link restores that unit of that layer
+        again.goto(link)
+        again.get_by_role("tab", name="Receptive field").click(timeout=LONG)
+        again.wait_for_function("(u) => (document.querySelector('#cs-unit textarea, #cs-unit input') || {}).value"
+                                " === u", arg=f"{shape[0] - 1}, 1", timeout=LONG)
+        _wait_text(again, f"unit ({shape[0] - 1}, 1)")
+    finally:
+        again.close()
 
 
 def test_7_zero_shot_and_softmax(browser_page):
@@ -208,6 +251,7 @@ def test_7_zero_shot_and_softmax(browser_page):
     tab = _tab(page, "Zero-shot & Softmax")
     tab.get_by_role("button", name="Classify").click()
     _wait_text(page, "probabilities sum to 1")
+    _no_text_cut_off(page)
     _shot(page, "5-zero-shot")
     # a tab whose figures a button draws clears them, and says so, when the image changes
     page.locator("#cs-examples [aria-label='Thumbnail 3 of 6']").click()
@@ -226,6 +270,34 @@ def test_8_embedding_map_renders_its_points(browser_page):
         .filter(t => (t.mode || '').includes('markers')).reduce((n, t) => n + t.x.length, 0)""")
     assert points >= 100
     _shot(page, "6-embedding-space")
+    # a box drawn with the map's own select tool selects the points inside it: the same points plotly.js reports
+    page.locator(".cs-map .modebar-btn[data-title='Box Select']").click()
+    box = page.locator(".cs-map .nsewdrag").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.1, box["y"] + box["height"] * 0.1)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, box["y"] + box["height"] * 0.7, steps=12)
+    page.mouse.up()
+    _wait_text(page, "points selected")
+    caught = page.evaluate("""() => new Set(document.querySelector('.cs-map')._fullData
+        .filter(t => (t.mode || '').includes('markers') && t.selectedpoints)
+        .flatMap(t => t.selectedpoints.map(i => t.customdata[i]))).size""")
+    assert caught > 0 and f"{caught:,} point" in page.locator("#cs-selection-info").inner_text()
+    # isolate a point's neighbours: the WebGL map then shows only that point and them
+    page.locator("#cs-point input").fill("3")
+    tab.get_by_role("button", name="Isolate its neighbours").click()
+    shown = "[...document.querySelectorAll('[data-shown-points]')].map(e => e.dataset.shownPoints)"
+    try:
+        _wait_text(page, "nearest to image 3")
+        page.wait_for_function(f"{shown}.includes('21')", timeout=LONG)    # point 3 and its 20 neighbours
+    except Exception as error:
+        _shot(page, "8-isolate-failed")
+        raise AssertionError(f"shown points {page.evaluate(shown)}; "
+                             f"{page.locator('#cs-isolate-info').inner_text()[:300]}") from error
+    tab.get_by_role("button", name="Show all points").click()   # a small set: back on the Plotly map, every point
+    page.wait_for_function(f"""() => {{ const map = document.querySelector('.cs-map');
+        return map && map.getBoundingClientRect().width > 0 && map._fullData && map._fullData
+            .filter(t => (t.mode || '').includes('markers')).reduce((n, t) => n + t.x.length, 0) === {points}; }}""",
+                           timeout=LONG)
     # the link carries the tab's set, projection, colouring and query, and opening it embeds and draws that map
     tab.get_by_role("radio", name="PCA").check()
     tab.get_by_role("radio", name="modality").check()

@@ -13,6 +13,7 @@ import gradio as gr
 
 from ui.errors import figures_only, user_errors
 from ui.export import Plot, export_button
+from ui.figure_layout import NARROW, WIDE
 from ui.inputs import load_attention_model, load_vit, needs_token_grid
 from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
@@ -359,9 +360,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
             query_info = gr.Markdown()
             copy_button = gr.Button("Copy as Python", size="sm")
         with gr.Column(scale=2, min_width=320):
-            overlay = PlotlyFigure("Attention of the query (click a patch)", elem_id="cs-overlay")
+            overlay = PlotlyFigure("Attention of the query (click a patch)", title_chars=NARROW, elem_id="cs-overlay")
         with gr.Column(scale=2, min_width=320):
-            heads = PlotlyFigure("All heads (click one to pick it)", elem_id="cs-heads")
+            heads = PlotlyFigure("All heads (click one to pick it)", title_chars=NARROW, elem_id="cs-heads")
     code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
                    interactive=False)
     with gr.Row(equal_height=False):
@@ -370,9 +371,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
             gr.Markdown("The query's attention row computed step by step for the chosen head (or every head, for a "
                         "fusion). The patch grid is the image as the model saw it: click a patch to query it.")
         with gr.Column(scale=2, min_width=320):
-            steps = Plot(label="Step by step: scores, softmax")
+            steps = Plot(label="Step by step: scores, softmax", title_chars=NARROW)
         with gr.Column(scale=2, min_width=320):
-            grid_plot = PlotlyFigure("Patch grid (click a patch)", elem_id="cs-attention-grid")
+            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=NARROW, elem_id="cs-attention-grid")
     gr.Markdown("**Rollout** multiplies (attention + identity) through the layers: what the CLS token draws on. "
                 "**Relevancy** (Chefer et al.) weights attention by its gradient for a prompt or class. "
                 "The **per-patch zero-shot** map pushes each final patch token through the model's own final norm "
@@ -386,32 +387,33 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                         "paper's Figure 7), over 16 procedural images.")
             distance_button = gr.Button("Mean attention distance (16 images)")
         with gr.Column(scale=2, min_width=320):
-            rollout_plot = Plot(label="Rollout")
+            rollout_plot = Plot(label="Rollout", title_chars=NARROW)
         with gr.Column(scale=2, min_width=320):
-            distance_plot = Plot(label="Mean attention distance")
+            distance_plot = Plot(label="Mean attention distance", title_chars=NARROW)
     with gr.Row(equal_height=False):
         with _controls():
             gr.Markdown("**Every layer × head** at once for the current query (each map scaled to its own "
                         "maximum; hover for the weight). Click a map to pick its layer and head above.")
             overview_button = gr.Button("Every layer × head")
         with gr.Column(scale=4, min_width=320):
-            overview_plot = PlotlyFigure("Every layer × head for the query (click one)", elem_id="cs-overview")
+            overview_plot = PlotlyFigure("Every layer × head for the query (click one)", title_chars=WIDE,
+                                         elem_id="cs-overview")
     with gr.Row(equal_height=False):
         with _controls():
             target = gr.Textbox(label="Relevancy target: prompt (CLIP), class name or output index (empty: the "
                                       "top output)", value="a red triangle")
             relevancy_button = gr.Button("Relevancy")
         with gr.Column(scale=2, min_width=320):
-            relevancy_plot = Plot(label="Relevancy")
+            relevancy_plot = Plot(label="Relevancy", title_chars=NARROW)
         with gr.Column(scale=2, min_width=320):
-            token_plot = Plot(label="Prompt token relevance")
+            token_plot = Plot(label="Prompt token relevance", title_chars=NARROW)
     with gr.Row(equal_height=False):
         with _controls():
             prompts = gr.Textbox(label="Prompts for the per-patch map (one per line or comma-separated)",
                                  value="a red triangle, an orange circle, a background", lines=3)
             zero_shot_button = gr.Button("Per-patch zero-shot")
         with gr.Column(scale=4, min_width=320):
-            zero_shot_plot = Plot(label="Per-patch zero-shot")
+            zero_shot_plot = Plot(label="Per-patch zero-shot", title_chars=WIDE)
     with gr.Accordion("Window attention per stage (Swin, MaxViT, MobileCLIP / FastViT hybrids)", open=False):
         gr.Markdown("For models with a grid per stage: where one query cell looks inside its own window (shifted "
                     "windows, MaxViT's block and grid partitions, or the whole grid for global attention), at the "
@@ -427,10 +429,10 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                 col = gr.Slider(0, 1, value=0, step=1, label="Query cell: column")
                 window_info = gr.Markdown()
             with gr.Column(scale=2, min_width=320):
-                window_overlay = Plot(label="Window attention of the query cell")
+                window_overlay = Plot(label="Window attention of the query cell", title_chars=NARROW)
             with gr.Column(scale=2, min_width=320):
-                window_heads = Plot(label="Every head, in the query's window")
-        stages_plot = Plot(label="Attention stages")
+                window_heads = Plot(label="Every head, in the query's window", title_chars=NARROW)
+        stages_plot = Plot(label="Attention stages", title_chars=WIDE)
     figures = [overlay, heads, grid_plot, steps, window_overlay, window_heads, stages_plot, rollout_plot,
                relevancy_plot, token_plot, zero_shot_plot, distance_plot, overview_plot]
     window_figures = [window_overlay, window_heads, stages_plot]   # in the accordion: cleared only when drawn

@@ -10,11 +10,12 @@ import gradio as gr
 
 from ui.errors import figures_only, user_errors
 from ui.export import Plot, export_button
+from ui.figure_layout import NARROW
 from ui.model_access import load_model
 from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
-from ui.staleness import STALE, inputs_signature, is_current
+from ui.staleness import clear_when_stale, inputs_signature
 from ui.url_state import link_params
 from viz.cam import CAM_METHODS, cam_layer_choices, class_labels, default_cam_layer
 from viz.cnn import SCALES
@@ -102,7 +103,20 @@ def _field_views(state: dict, layer: str):
     unit = unit[1] if unit is not None and unit[0] == layer else None
     figures = run_view("cnn.receptive_field", state["subject"], layer=layer or None, unit=unit)
     state["unit"] = (layer, figures["unit"])
-    return figures["field"], figures["layer_map"], figures["text"]
+    return figures["field"], figures["layer_map"], figures["text"], "{}, {}".format(*figures["unit"])
+
+
+def parse_unit(text: str, shape: tuple[int, int]) -> tuple[int, int]:
+    """'row, col' typed (or from a link) as a unit of a map of ``shape``; a clear error otherwise."""
+    parts = [p for p in str(text or "").replace("(", " ").replace(")", " ").replace(",", " ").split() if p]
+    try:
+        row, col = (int(p) for p in parts)
+    except ValueError:
+        raise gr.Error(f"A unit is 'row, col' (two whole numbers), not {text!r}.", print_exception=False) from None
+    if not (0 <= row < shape[0] and 0 <= col < shape[1]):
+        raise gr.Error(f"Unit ({row}, {col}) is outside this layer's {shape[0]}x{shape[1]} map.",
+                       print_exception=False)
+    return row, col
 
 
 @user_errors
@@ -117,9 +131,19 @@ def pick_unit(layer: str, event: gr.SelectData, request: gr.Request):
     before a CNN was analysed)."""
     state = STORE.peek(request, KEY)
     if state is None or not state["subject"].cnn().is_cnn or not layer:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     x, y = event.index
     state["unit"] = (layer, state["subject"].cnn().unit_at_source_pixel(layer, x, y))
+    return _field_views(state, layer)
+
+
+@user_errors
+def set_unit(layer: str, text: str, request: gr.Request):
+    """The unit typed in (or restored from a shared link) as 'row, col'."""
+    state = _state(request)
+    if not layer or not state["subject"].cnn().is_cnn:
+        raise gr.Error("Pick a layer of a CNN first.", print_exception=False)
+    state["unit"] = (layer, parse_unit(text, tuple(state["subject"].cnn().layer_maps(layer).shape[-2:])))
     return _field_views(state, layer)
 
 
@@ -128,7 +152,7 @@ def click_unit(layer: str, event: gr.EventData, request: gr.Request):
     """A click on the layer map (one cell per unit) picks that unit."""
     state, point = STORE.peek(request, KEY), clicked_point(event)
     if state is None or point is None or not layer or not state["subject"].cnn().is_cnn:
-        return gr.skip(), gr.skip(), gr.skip()
+        return gr.skip(), gr.skip(), gr.skip(), gr.skip()
     shape = tuple(state["subject"].cnn().layer_maps(layer).shape[-2:])
     state["unit"] = (layer, heatmap_cell(*point, shape))
     return _field_views(state, layer)
@@ -203,9 +227,9 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
             copy_button = gr.Button("Copy as Python", size="sm")
             summary = gr.Markdown()
         with gr.Column(scale=2, min_width=320):
-            prediction_plot = Plot(label="Prediction")
+            prediction_plot = Plot(label="Prediction", title_chars=NARROW)
         with gr.Column(scale=2, min_width=320):
-            shapes_plot = Plot(label="Stages")
+            shapes_plot = Plot(label="Stages", title_chars=NARROW)
     code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
                    interactive=False)
     with gr.Tab("Feature maps"):
@@ -228,11 +252,13 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
                             "usually a much smaller blob in the middle of the box. **Click the layer map** (or the "
                             "input image) to pick the unit.")
                 field_layer = gr.Dropdown([], label="Layer")
+                unit = gr.Textbox(label="Unit: row, col (Enter; or click the layer map or the image)",
+                                  placeholder="the centre unit", elem_id="cs-unit")
                 field_text = gr.Markdown()
             with gr.Column(scale=2, min_width=320):
-                field_plot = Plot(label="Receptive field")
+                field_plot = Plot(label="Receptive field", title_chars=NARROW)
             with gr.Column(scale=2, min_width=320):
-                field_map = PlotlyFigure("Layer map (click a unit)", elem_id="cs-layer-map")
+                field_map = PlotlyFigure("Layer map (click a unit)", title_chars=NARROW, elem_id="cs-layer-map")
     with gr.Tab("CAM"):
         with gr.Row(equal_height=False):
             with _controls():
@@ -255,9 +281,9 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
                 out_channel = gr.Number(value=0, precision=0, label="Output channel")
                 kernel_button = gr.Button("Show kernel")
             with gr.Column(scale=2, min_width=320):
-                filters_plot = Plot(label="First-layer filters")
+                filters_plot = Plot(label="First-layer filters", title_chars=NARROW)
             with gr.Column(scale=2, min_width=320):
-                kernel_plot = Plot(label="Kernel")
+                kernel_plot = Plot(label="Kernel", title_chars=NARROW)
     with gr.Tab("Probes"):
         with gr.Row(equal_height=False):
             with _controls():
@@ -271,16 +297,16 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
                 probes_button = gr.Button("Run probes", variant="primary")
                 cue_note = gr.Markdown()
             with gr.Column(scale=2, min_width=320):
-                shift_plot = Plot(label="Translation probe")
+                shift_plot = Plot(label="Translation probe", title_chars=NARROW)
             with gr.Column(scale=2, min_width=320):
-                cue_plot = Plot(label="Cue conflict")
+                cue_plot = Plot(label="Cue conflict", title_chars=NARROW)
         cue_gallery = gr.Gallery(label="Cue-conflict images", columns=8, height=160)
 
     figures = [prediction_plot, shapes_plot, maps_plot, filters_plot, kernel_plot, field_plot, field_map, cam_plot,
                shift_plot, cue_plot]
     export_button("CNN", figures)
     map_controls = [map_layer, mode, k, channels, scale]
-    field_outputs = [field_plot, field_map, field_text]
+    field_outputs = [field_plot, field_map, field_text, unit]
     analyse_outputs = [summary, prediction_plot, shapes_plot, map_layer, field_layer, kernel_layer, cam_layer, target]
     analysed = analyse_button.click(analyse, [model_id, image, prompts], analyse_outputs, api_name="cnn_analyse",
                                     concurrency_limit=2, show_progress_on=figures_only(analyse_outputs))
@@ -295,13 +321,15 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
     field_layer.input(field_view, field_layer, field_outputs, api_name="cnn_receptive_field")
     image.select(pick_unit, field_layer, field_outputs, api_name=False)
     field_map.click(click_unit, field_layer, field_outputs, api_name=False)
+    unit.submit(set_unit, [field_layer, unit], field_outputs, api_name="cnn_unit")
     cam_button.click(cam_view, [method, cam_layer, target], cam_plot, api_name="cnn_cam", concurrency_limit=2)
     probes_button.click(probes_view, [model_id, image, compare_id, max_shift],
                         [shift_plot, cue_plot, cue_gallery, cue_note], api_name="cnn_probes", concurrency_limit=1)
     copy_button.click(copy_python, [shared.source, *map_controls, field_layer, method, cam_layer, target], code,
                       api_name="cnn_copy_python").success(lambda: gr.update(visible=True), None, code,
                                                           api_name=False)
-    fields = {"cnn_layer": map_layer, "scale": scale, "k": k, "field_layer": field_layer, "method": method}
+    fields = {"cnn_layer": map_layer, "scale": scale, "k": k, "field_layer": field_layer, "unit": unit,
+              "method": method}
 
     def draw(after):
         """When a shared link opens this tab: Analyse after ``after`` (the page load), then the link's layers."""
@@ -323,24 +351,18 @@ def build_cnn_tab(shared: SharedInputs, compare_choices: list[str], compare_mode
         @user_errors
         def views_if_opened(layer: str, mode_value: str, k_value: float, channels_text: str, scale_value: str,
                             field_layer_value: str, request: gr.Request):
-            if STORE.peek(request, KEY) is None or link_params(request).get("tab") != "cnn":
-                return [gr.skip()] * 4
-            return (feature_view(layer, mode_value, k_value, channels_text, scale_value, request),
-                    *field_view(field_layer_value, request))
+            params = link_params(request)
+            if STORE.peek(request, KEY) is None or params.get("tab") != "cnn":
+                return [gr.skip()] * (1 + len(field_outputs))
+            maps = feature_view(layer, mode_value, k_value, channels_text, scale_value, request)
+            if params.get("unit") and field_layer_value:
+                return maps, *set_unit(field_layer_value, params["unit"], request)
+            return maps, *field_view(field_layer_value, request)
 
         opened = after.then(analyse_if_opened, [model_id, image, prompts], analyse_outputs, api_name=False,
                             show_progress_on=figures_only(analyse_outputs))
         opened.success(link_layers, None, [map_layer, field_layer], api_name=False).success(
             views_if_opened, [*map_controls, field_layer], [maps_plot, *field_outputs], api_name=False)
 
-    @user_errors
-    def clear_if_stale(model: str, picture, request: gr.Request):
-        """The image or model changed: clear every figure drawn from other inputs, and say so."""
-        if is_current(STORE.peek(request, KEY), model, picture):
-            return [gr.skip()] * (len(figures) + 2)
-        STORE.put(request, KEY, None)
-        return [STALE, ""] + [None] * len(figures)
-
-    for changed in (image, model_id):
-        changed.change(clear_if_stale, [model_id, image], [stale_note, field_text, *figures], api_name=False)
+    clear_when_stale(KEY, model_id, image, stale_note, figures, texts=[field_text])
     return CNNTab(fields, draw)

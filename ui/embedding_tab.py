@@ -8,8 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
+import numpy as np
 
-from models import shapes
 from models.embed import (
     DEFAULT_CLASS_TEMPLATE,
     EmbeddingCache,
@@ -22,7 +22,9 @@ from models.embed import (
 from ui.errors import user_errors
 from ui.examples import example_paths
 from ui.export import Plot, export_button, export_provenance, write_table
+from ui.figure_layout import NARROW
 from ui.plotly_html import map_value, new_token, plotly_map
+from ui.point_ranges import format_ranges, parse_ranges
 from ui.sessions import STORE, SessionStore
 from ui.shared_inputs import SharedInputs
 from ui.url_state import TAB_KEY, link_params
@@ -31,7 +33,15 @@ from ui.webgl_map import point_map, publish_points
 from ui.zero_shot_tab import load_clip
 from viz.embedding_figures import thumbnail_data_url
 from viz.embedding_space import project
-from viz.embedding_views import COLOURS, EXPLORER_SEED, FILTER_COLUMNS, metadata_filter, use_webgl
+from viz.embedding_views import (
+    COLOURS,
+    EXPLORER_SEED,
+    FILTER_COLUMNS,
+    metadata_filter,
+    procedural_items,
+    selection_summary,
+    use_webgl,
+)
 from viz.views import Subject, run_view
 from viz.zero_shot import parse_templates, truncation_notice
 
@@ -41,6 +51,7 @@ SOURCES = ["procedural shapes (images + captions)", "example photos", "uploaded 
            "models.embed output folder"]
 METHODS = ["UMAP", "PCA"]
 MAX_PROCEDURAL = 2000
+MAX_RANGES_TEXT = 4000   # characters of "0-9, 15, ..." shown in the selection box; beyond, the summary says so
 _MAPS = SessionStore(capacity=64)  # map token -> EmbeddingSet, for hover look-ups
 
 
@@ -68,11 +79,7 @@ def _items(source: str, count: float, seed: float, uploads, folder: str, allowed
         count = int(count)
         if not 1 <= count <= MAX_PROCEDURAL:
             raise ValueError(f"Choose between 1 and {MAX_PROCEDURAL} procedural images.")
-        seed = int(seed)
-        if not 0 <= seed < shapes.TRAIN_SEED_START:
-            raise ValueError(f"Use a seed in [0, {shapes.TRAIN_SEED_START}) (held out from training).")
-        return [ImageItem(e.image, e.label, e.caption, f"shapes {seed}#{i}")
-                for i, e in enumerate(shapes.make_dataset(count, seed=seed))]
+        return procedural_items(count, int(seed))
     if source == SOURCES[1]:
         return [ImageItem(path, None, None, Path(path).stem) for path in example_paths()]
     if source == SOURCES[2]:
@@ -99,7 +106,7 @@ def _webgl(state: dict, method: str, colour: str, remove_gap: bool) -> str:
     points = run_view("embedding.points", state["subject"], embedding_set=state["set"], method=method, colour=colour,
                       remove_gap=bool(remove_gap), highlight=state["highlight"],
                       vocabulary=state.get("vocabulary", ()), filter_column=state.get("filter", ("label", ""))[0],
-                      filter_text=state.get("filter", ("label", ""))[1])["points"]
+                      filter_text=state.get("filter", ("label", ""))[1], only=state.get("isolate", ()))["points"]
     key = (method, bool(remove_gap))
     urls = state.setdefault("points_urls", {})
     if key not in urls:
@@ -110,15 +117,30 @@ def _webgl(state: dict, method: str, colour: str, remove_gap: bool) -> str:
 
 
 def _map(state: dict, method: str, colour: str, remove_gap: bool, lines: bool) -> tuple:
-    """(Plotly map, WebGL map) updates: a set of WEBGL_FROM points or more, or a filtered one, is drawn by WebGL; a
-    smaller one by Plotly (with image-caption lines and symbols per kind)."""
+    """(Plotly map, WebGL map) updates: a set of WEBGL_FROM points or more, a filtered one or an isolated
+    neighbourhood is drawn by WebGL; a smaller one by Plotly (with image-caption lines and symbols per kind)."""
     state["map_settings"] = {"method": method, "colour": colour, "remove_gap": bool(remove_gap)}
-    if use_webgl(state["set"]) or state.get("filter", ("", ""))[1].strip():
+    if use_webgl(state["set"]) or state.get("filter", ("", ""))[1].strip() or state.get("isolate"):
         state["map_figure"] = None
         return gr.update(visible=False), gr.update(value=_webgl(state, method, colour, remove_gap), visible=True)
     figure = _map_views(state, method, colour, remove_gap, lines)["map"]
     state["map_figure"] = figure
     return gr.update(value=map_value(figure.to_json(), state["token"]), visible=True), gr.update(visible=False)
+
+
+def _write_table(state: dict, file_format: str, name: str, rows=None) -> str:
+    """The set's table (or the ``rows`` selected) with the map's coordinates as drawn now, written to download."""
+    es, settings = state["set"], state.get("map_settings")
+    coordinates = None
+    if settings is not None:   # the map as drawn now: its 2-D coordinates, one per row (images, then texts)
+        projection = project(es.image_embeddings, es.text_embeddings, settings["method"].lower(),
+                             settings["remove_gap"])
+        method = settings["method"].lower()
+        coords = projection.coords if rows is None else projection.coords[np.asarray(rows, dtype=np.int64)]
+        coordinates = {f"{method}_x": coords[:, 0], f"{method}_y": coords[:, 1]}
+    what = "embedding table" if rows is None else f"selection of {len(rows):,} points"
+    provenance = export_provenance(what, models=[es.model_id], map=settings)
+    return str(write_table(embedding_table(es, rows), file_format, name, provenance, coordinates=coordinates))
 
 
 def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> EmbeddingTab:
@@ -238,6 +260,68 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
         index = int(getattr(event, "point", -1))
         return *show_point(index, request), index
 
+    def _selection(state: dict, rows) -> tuple[str, str]:
+        """Keep ``rows`` as the selection; (the selection as ranges, or "" if too long to show; its summary)."""
+        state["selection"] = rows
+        if not len(rows):
+            return "", "Nothing selected."
+        text = format_ranges(rows)
+        summary = selection_summary(state["set"], rows)
+        if len(text) > MAX_RANGES_TEXT:
+            return "", summary + " (Too many runs of points to list; **Export the selection** writes them all.)"
+        return text, summary
+
+    def lassoed(event: gr.EventData, request: gr.Request):
+        """A lasso or box on either map: the points it caught become the selection (none: cleared)."""
+        state = STORE.peek(request, KEY)
+        if state is None:
+            return gr.skip(), gr.skip()
+        data = getattr(event, "_data", None)
+        points = data.get("points") if isinstance(data, dict) else None
+        es = state["set"]
+        total = len(es.images) + len(es.texts)
+        rows = np.unique(np.asarray([int(p) for p in points or () if isinstance(p, (int, float)) and 0 <= p < total],
+                                    dtype=np.int64))
+        return _selection(state, rows)
+
+    @user_errors
+    def select_typed(text: str, request: gr.Request):
+        """Points typed by number ("0-9, 15") become the selection."""
+        state = STORE.get(request, KEY, NOT_YET)
+        es = state["set"]
+        return _selection(state, parse_ranges(text, len(es.images) + len(es.texts)))
+
+    @user_errors
+    def export_selection(file_format: str, request: gr.Request):
+        """The selected points as a table (their number, metadata, map coordinates and raw embedding) to
+        download."""
+        state = STORE.get(request, KEY, NOT_YET)
+        rows = state.get("selection")
+        if rows is None or not len(rows):
+            raise ValueError("Select some points first: lasso or box them on the map, or type e.g. 0-9, 15.")
+        return _write_table(state, file_format, "selection", rows)
+
+    @user_errors
+    def isolate(point: float, k: float, method: str, colour: str, remove_gap: bool, lines: bool,
+                request: gr.Request):
+        """Show only the point and its k nearest neighbours in the original space, numbered by rank."""
+        state = STORE.get(request, KEY, NOT_YET)
+        found = run_view("embedding.neighbours", state["subject"], point=int(point), k=int(k),
+                         embedding_set=state["set"])
+        state["isolate"] = [int(point), *found["neighbours"]]
+        state["filter"] = ("label", "")   # the neighbourhood replaces a metadata filter
+        state["highlight"] = found["neighbours"]
+        return *_map(state, method, colour, remove_gap, lines), found["info"]
+
+    @user_errors
+    def show_all(method: str, colour: str, remove_gap: bool, lines: bool, request: gr.Request):
+        """Every point again: no isolation, no filter, no rings."""
+        state = STORE.get(request, KEY, NOT_YET)
+        state.pop("isolate", None)
+        state["filter"] = ("label", "")
+        state["highlight"] = []
+        return *_map(state, method, colour, remove_gap, lines), ""
+
     @user_errors
     def evaluate(request: gr.Request):
         """Zero-shot accuracy of the labelled images against the class prompts: top-1, top-5, per class."""
@@ -248,16 +332,7 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
     @user_errors
     def export_table(file_format: str, request: gr.Request):
         """The embedded set as a table (one row per image or text, one column per dimension) to download."""
-        state = STORE.get(request, KEY, NOT_YET)
-        es, settings = state["set"], state.get("map_settings")
-        coordinates = None
-        if settings is not None:   # the map as drawn now: its 2-D coordinates, one per row (images, then texts)
-            projection = project(es.image_embeddings, es.text_embeddings, settings["method"].lower(),
-                                 settings["remove_gap"])
-            name = settings["method"].lower()
-            coordinates = {f"{name}_x": projection.coords[:, 0], f"{name}_y": projection.coords[:, 1]}
-        provenance = export_provenance("embedding table", models=[es.model_id], map=settings)
-        return str(write_table(embedding_table(es), file_format, "embeddings", provenance, coordinates=coordinates))
+        return _write_table(STORE.get(request, KEY, NOT_YET), file_format, "embeddings")
 
     def map_for_export(request: gr.Request) -> list:
         """The Plotly map as drawn now, for the HTML export (none yet, or a WebGL map: it lives in the browser)."""
@@ -294,13 +369,19 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
             webgl_html = point_map(point_info, label="Joint embedding map (WebGL)", visible=False)
             with gr.Row():
                 vocabulary = gr.Textbox(label="Name the clusters with these words (comma-separated; empty: the "
-                                              "set's captions and class prompts)", scale=4)
+                                              "set's class prompts, or its captions)", scale=4)
                 vocabulary_button = gr.Button("Name clusters", size="sm", scale=1)
             with gr.Row():
                 filter_column = gr.Dropdown(list(FILTER_COLUMNS), value="label", label="Filter by", scale=1)
                 filter_text = gr.Textbox(label="… containing (empty: every point; a filter draws the WebGL map)",
                                          scale=3)
                 filter_button = gr.Button("Filter", size="sm", scale=1)
+            with gr.Row():
+                selection_text = gr.Textbox(label="Selection: lasso or box points on the map (Plotly: the lasso "
+                                                  "tool, top right; WebGL: shift-drag), or type them, e.g. 0-9, 15",
+                                            scale=4, elem_id="cs-selection")
+                export_selection_button = gr.Button("Export the selection", size="sm", scale=1)
+            selection_info = gr.Markdown(elem_id="cs-selection-info")
             info = gr.Markdown()
     with gr.Row():
         with gr.Column(scale=1):
@@ -312,13 +393,19 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
             gallery = gr.Gallery(label="Nearest images (original space)", columns=8, height=220)
     with gr.Row():
         with gr.Column(scale=1):
-            point_index = gr.Number(value=0, precision=0, label="Point (or click one on the map)")
+            point_index = gr.Number(value=0, precision=0, label="Point (or click one on the map)",
+                                    elem_id="cs-point")
             point_button = gr.Button("Show point")
             point_text = gr.Markdown()
+            neighbour_k = gr.Slider(1, 200, value=20, step=1, label="Neighbours to isolate")
+            with gr.Row():
+                isolate_button = gr.Button("Isolate its neighbours", size="sm")
+                show_all_button = gr.Button("Show all points", size="sm")
+            isolate_info = gr.Markdown(elem_id="cs-isolate-info")
         with gr.Column(scale=1):
             point_image = gr.Image(label="Point", height=256, interactive=False)
         with gr.Column(scale=2):
-            gap_plot = Plot(label="Modality gap: matching vs non-matching pairs")
+            gap_plot = Plot(label="Modality gap: matching vs non-matching pairs", title_chars=NARROW)
     evaluate_button = gr.Button("Zero-shot evaluation of the labelled images")
     evaluation_info = gr.Markdown()
     with gr.Row():
@@ -331,6 +418,8 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
         table_button = gr.Button("Export the embedding table", size="sm", scale=1)
         table_file = gr.File(label="Download", interactive=False, scale=2)
     table_button.click(export_table, table_format, table_file, api_name="embedding_table")
+    export_selection_button.click(export_selection, table_format, table_file, api_name="embedding_selection_table")
+    selection_text.submit(select_typed, selection_text, [selection_text, selection_info], api_name="embedding_select")
     view = [method, colour, remove_gap, lines]
     maps = [map_html, webgl_html]
     embed_button.click(embed, [model_id, source, count, seed, uploads, folder, labels_text, template, *view],
@@ -347,6 +436,10 @@ def build_embedding_tab(shared: SharedInputs, allowed_folders: list[Path]) -> Em
     point_button.click(show_point, point_index, [point_image, point_text], api_name="embedding_point")
     for drawn in maps:
         drawn.click(user_errors(clicked_point), None, [point_image, point_text, point_index], api_name=False)
+        drawn.select(user_errors(lassoed), None, [selection_text, selection_info], api_name=False)
+    isolate_button.click(isolate, [point_index, neighbour_k, *view], [*maps, isolate_info],
+                         api_name="embedding_isolate", concurrency_limit=2)
+    show_all_button.click(show_all, view, [*maps, isolate_info], api_name="embedding_show_all", concurrency_limit=2)
     evaluate_button.click(evaluate, None, [evaluation_info, per_class_plot, confusion_plot],
                           api_name="embedding_evaluate")
     embed_inputs = [model_id, source, count, seed, uploads, folder, labels_text, template, *view]

@@ -25,11 +25,11 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from ui.errors import user_errors
-from viz.provenance import figure_filename, provenance_of, slug
+from ui.figure_layout import HALF, image_config, shown_figure
+from viz.provenance import provenance_of, slug
 
 EXPORT_DIR = Path(tempfile.gettempdir()) / "clipscope-exports"
 ROOT = Path(__file__).resolve().parent.parent
-PNG_SCALE = 2   # the camera button's PNG at twice the shown size
 
 
 # -- where and when ------------------------------------------------------------------------------------------------
@@ -81,24 +81,27 @@ def export_path(name: str, suffix: str, models: Sequence[str] = ()) -> Path:
 
 
 # -- figures -------------------------------------------------------------------------------------------------------
-def image_config(figure: dict) -> dict:
-    """Plotly config for one figure (JSON form): the camera button saves "clipscope_<model>_<view>.png"."""
-    return {"toImageButtonOptions": {"format": "png", "scale": PNG_SCALE,
-                                     "filename": figure_filename((figure.get("layout") or {}).get("meta"))}}
-
-
 class Plot(gr.Plot):
-    """gr.Plot whose Plotly figures carry their camera-PNG file name (model and view, from the figure's stamp)."""
+    """gr.Plot whose Plotly figures carry their camera-PNG file name (model and view, from the figure's stamp) and
+    whose titles are wrapped to ``title_chars`` characters a line (ui.figure_layout: NARROW for a third of the row,
+    HALF for half, WIDE for all of it)."""
 
     is_template = True  # drawn by gr.Plot's own front end
+
+    def __init__(self, *args, title_chars: int = HALF, **kwargs):
+        self.title_chars = title_chars
+        super().__init__(*args, **kwargs)
+
+    def get_config(self) -> dict:
+        """gr.Plot's own configuration: gradio reads it from the constructor's signature, and this constructor
+        takes its arguments as ``**kwargs``."""
+        return {**super(gr.Plot, self).get_config(gr.Plot), "bokeh_version": None}
 
     def postprocess(self, value) -> PlotData | None:
         data = super().postprocess(value)
         if data is None or data.type != "plotly":
             return data
-        figure = json.loads(data.plot)
-        figure["config"] = {**figure.get("config", {}), **image_config(figure)}
-        return PlotData(type="plotly", plot=json.dumps(figure))
+        return PlotData(type="plotly", plot=json.dumps(shown_figure(json.loads(data.plot), self.title_chars)))
 
 
 def _figure_json(value) -> str | None:

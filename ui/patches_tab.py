@@ -8,11 +8,14 @@ import gradio as gr
 
 from ui.errors import figures_only, user_errors
 from ui.export import Plot, export_button
+from ui.figure_layout import NARROW, WIDE
 from ui.inputs import load_vit
+from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
-from ui.staleness import STALE, inputs_signature, is_current
+from ui.staleness import clear_when_stale, inputs_signature
 from ui.url_state import link_params
+from viz.figure_clicks import heatmap_cell, image_cell
 from viz.reproduce import reproduce_code
 from viz.views import VIEWS, Subject, run_view
 
@@ -41,7 +44,9 @@ def analyse_patches(model_id: str, image, layer: float, request: gr.Request):
     state = {"subject": subject, "query": session.prefix, "model_id": model_id,
              "inputs": inputs_signature(model_id, image)}
     STORE.put(request, KEY, state)
-    return (gr.update(maximum=session.vit.num_layers - 1), *figures, *_token_views(subject, layer, state["query"]))
+    notes = run_view("patches.grid", subject)["notes"]   # what the model knows (a bundled model, a photograph)
+    return (gr.update(maximum=session.vit.num_layers - 1), *figures, *_token_views(subject, layer, state["query"]),
+            notes)
 
 
 @user_errors
@@ -52,6 +57,29 @@ def pick_patch(layer: float, event: gr.SelectData, request: gr.Request):
     if state is None:
         return gr.skip(), gr.skip(), gr.skip()
     return _set_query(state, state["subject"].attention().token_at_source_pixel(*event.index), layer)
+
+
+def _clicked_query(layer: float, event: gr.EventData, request: gr.Request, cell_of):
+    """The patch a click on one of the tab's maps lands on (``cell_of(session, x, y)`` -> (row, col)) becomes the
+    query (nothing before Analyse)."""
+    state, point = STORE.peek(request, KEY), clicked_point(event)
+    if state is None or point is None:
+        return gr.skip(), gr.skip(), gr.skip()
+    session = state["subject"].attention()
+    return _set_query(state, session.token_of_patch(*cell_of(session, *point)), layer)
+
+
+@user_errors
+def click_grid(layer: float, event: gr.EventData, request: gr.Request):
+    """A click on the patch grid (the image as the model saw it, in its pixels) picks that patch as the query."""
+    return _clicked_query(layer, event, request,
+                          lambda session, x, y: image_cell(x, y, tuple(session.pixels.shape[-2:]), session.grid))
+
+
+@user_errors
+def click_similarity(layer: float, event: gr.EventData, request: gr.Request):
+    """A click on the token-similarity map (one cell per patch) makes that patch the query."""
+    return _clicked_query(layer, event, request, lambda session, x, y: heatmap_cell(x, y, session.grid))
 
 
 def _set_query(state: dict, query: int, layer: float):
@@ -112,17 +140,19 @@ def build_patches_tab(shared: SharedInputs) -> PatchesTab:
         with gr.Column(scale=1, min_width=260):
             gr.Markdown("How a ViT cuts the image into patches and what it does with them: the first layer is a "
                         "convolution with kernel = stride = patch size, each position has a learned (or fixed) "
-                        "embedding, and tokens at a layer can be compared (**click a patch of the image**) or "
-                        "mapped to colours "
-                        "by PCA (\"islands\").")
+                        "embedding, and tokens at a layer can be compared (**click a patch of the grid, the "
+                        "similarity map or the image**) or mapped to colours by PCA (\"islands\").")
             analyse = gr.Button("Analyse", variant="primary")
             layer = gr.Slider(0, 11, value=0, step=1, label="Layer for token similarity and islands")
-            query = gr.Number(None, precision=0, minimum=0, label="Query token (first patch by default)")
+            query = gr.Number(None, precision=0, minimum=0, label="Query token (first patch by default)",
+                              elem_id="cs-patch-query")
             copy_button = gr.Button("Copy as Python", size="sm")
+            domain = gr.Markdown()
         with gr.Column(scale=2, min_width=320):
-            grid_plot = Plot(label="Patch grid")
+            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=NARROW, elem_id="cs-patch-grid")
         with gr.Column(scale=2, min_width=320):
-            similarity = Plot(label="Token similarity to the query patch")
+            similarity = PlotlyFigure("Token similarity to the query patch (click a patch)", title_chars=NARROW,
+                                      elem_id="cs-patch-similarity")
     code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
                    interactive=False)
     with gr.Row(equal_height=False):
@@ -132,10 +162,10 @@ def build_patches_tab(shared: SharedInputs) -> PatchesTab:
         positions = Plot(label="Position-embedding similarity")
         residual = Plot(label="Residual stream norms")
     with gr.Row(equal_height=False):
-        correlation = Plot(label="Attention-map correlation across layers")
+        correlation = Plot(label="Attention-map correlation across layers", title_chars=WIDE)
     figures = [grid_plot, filters, positions, similarity, islands, residual, correlation]
     export_button("Patches", figures)
-    outputs = [layer, grid_plot, filters, positions, residual, correlation, similarity, islands]
+    outputs = [layer, grid_plot, filters, positions, residual, correlation, similarity, islands, domain]
     token_outputs = [similarity, islands, query]
 
     def draw(after):
@@ -162,19 +192,12 @@ def build_patches_tab(shared: SharedInputs) -> PatchesTab:
     analysed.success(lambda: "", None, stale_note, api_name=False)
     analysed.success(query_of, None, query, api_name=False)
     image.select(pick_patch, layer, token_outputs, api_name=False)
+    grid_plot.click(click_grid, layer, token_outputs, api_name=False)
+    similarity.click(click_similarity, layer, token_outputs, api_name=False)
     query.submit(set_query, [layer, query], token_outputs, api_name="patches_query")
     layer.change(change_layer, layer, [similarity, islands], api_name="patches_layer")
     copy_button.click(copy_python, [shared.source, layer], code, api_name="patches_copy_python").success(
         lambda: gr.update(visible=True), None, code, api_name=False)
 
-    @user_errors
-    def clear_if_stale(model: str, picture, request: gr.Request):
-        """The image or model changed: clear every figure drawn from other inputs, and say so."""
-        if is_current(STORE.peek(request, KEY), model, picture):
-            return [gr.skip()] * (len(figures) + 1)
-        STORE.put(request, KEY, None)
-        return [STALE] + [None] * len(figures)
-
-    for changed in (image, model_id):
-        changed.change(clear_if_stale, [model_id, image], [stale_note, *figures], api_name=False)
+    clear_when_stale(KEY, model_id, image, stale_note, figures, texts=[domain])
     return PatchesTab(layer, query, draw)

@@ -15,13 +15,16 @@ from pathlib import Path
 import gradio as gr
 import plotly
 
+from ui.figure_layout import HALF, shown_figure
+
 PLOTLY_JS = Path(plotly.__file__).resolve().parent / "package_data" / "plotly.min.js"
 
 TEMPLATE = """
 <div class="cs-wrap">
   <div class="cs-map"><p class="cs-empty">Press <b>Embed</b> to draw the map.</p></div>
   <div class="cs-tip"><img class="cs-thumb" alt="" />
-    <div class="cs-caption">Hover a point to see its image and caption; click it to open it below.</div></div>
+    <div class="cs-caption">Hover a point to see its image and caption; click it to open it below; the lasso and box
+      tools (top right) select points.</div></div>
 </div>
 """
 
@@ -65,6 +68,16 @@ const draw = () => {
       const point = event.points[0];
       if (point !== undefined && point.customdata !== undefined) trigger('click', {point: Number(point.customdata)});
     });
+    if (host.removeAllListeners) {
+      host.removeAllListeners('plotly_selected');
+      host.removeAllListeners('plotly_deselect');
+    }
+    host.on('plotly_selected', (event) => {  // lasso or box: every caught point's number (lines carry none)
+      const caught = ((event && event.points) || []).map(p => p.customdata)
+        .filter(c => c !== undefined && c !== null);
+      trigger('select', {points: [...new Set(caught.map(Number))]});
+    });
+    host.on('plotly_deselect', () => trigger('select', {points: []}));
   });
 };
 watch('value', draw);
@@ -145,7 +158,8 @@ class PlotlyFigure(gr.HTML):
     ``{"type": "plotly", "plot": JSON}``, so one export reads both; over the HTTP API its value is the figure JSON.
     """
 
-    def __init__(self, label: str, **kwargs):
+    def __init__(self, label: str, title_chars: int = HALF, **kwargs):
+        self.title_chars = title_chars
         gr.set_static_paths([PLOTLY_JS])
         super().__init__(value=None, label=label, show_label=True, container=True, html_template=FIGURE_TEMPLATE,
                          css_template=FIGURE_CSS, js_on_load=FIGURE_JS,
@@ -155,14 +169,11 @@ class PlotlyFigure(gr.HTML):
         return {"type": "plotly", "plot": payload} if payload else None
 
     def postprocess(self, value) -> str | None:
-        """The figure JSON, with the camera button's file name (model and view) in its config."""
+        """The figure JSON fitted to its slot (ui.figure_layout: title wrapped, a height where it has none, the
+        camera button's file name)."""
         if value is None or isinstance(value, str):
             return value
-        from ui.export import image_config
-
-        figure = json.loads(value.to_json())
-        figure["config"] = {**figure.get("config", {}), **image_config(figure)}
-        return json.dumps(figure)
+        return json.dumps(shown_figure(json.loads(value.to_json()), self.title_chars, default_height=True))
 
 
 def clicked_point(event: gr.EventData) -> tuple[float, float] | None:

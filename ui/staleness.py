@@ -6,8 +6,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import gradio as gr
 from gradio.components import Component
 from PIL import Image
+
+from ui.errors import user_errors
+from ui.sessions import STORE
 
 STALE = ("**Stale: the image or model changed** since this tab's figures were drawn, so they were cleared. "
          "Press **Analyse** to draw them for the current inputs.")
@@ -43,3 +47,19 @@ def clear_on_change(triggers: Sequence[Component], figures: Sequence[Component],
 
     for trigger in triggers:
         trigger.change(clear, None, [note, *figures], api_name=False, show_progress="hidden", queue=False)
+
+
+def clear_when_stale(key: str, model_id: Component, image: Component, note: Component,
+                     figures: Sequence[Component], texts: Sequence[Component] = ()) -> None:
+    """For a tab that keeps what it analysed under ``key`` (a state with an ``inputs`` signature): when the image
+    or the model changes to something else, drop that state, clear its ``figures`` and ``texts`` and put
+    :data:`STALE` in ``note``; a change back to the same inputs (e.g. a link restored on load) clears nothing."""
+    @user_errors
+    def clear_if_stale(model: str, picture, request: gr.Request):
+        if is_current(STORE.peek(request, key), model, picture):
+            return [gr.skip()] * (1 + len(texts) + len(figures))
+        STORE.put(request, key, None)
+        return [STALE, *[""] * len(texts), *[None] * len(figures)]
+
+    for changed in (image, model_id):
+        changed.change(clear_if_stale, [model_id, image], [note, *texts, *figures], api_name=False)

@@ -30,14 +30,15 @@ def write_js(key: str) -> str:
 }}"""
 
 
-def tabs_js(labels: Mapping[str, str]) -> str:
-    """Browser code for the tabs' change event: put the selected tab's id (``labels``: label -> id) into the URL."""
+def tab_js(tab_id: str) -> str:
+    """Browser code for one tab's select event: put that tab's id into the URL (bound per tab, so it never reads a
+    half-updated tab list). Gradio also fires the event for the first tab as the page mounts, before the page load
+    has read the link: that first call leaves a link's own tab in place."""
     return f"""() => {{
-  const ids = {json.dumps(dict(labels))};
-  const selected = [...document.querySelectorAll('[role=tab][aria-selected=true]')]
-    .map(tab => tab.innerText.trim()).find(label => label in ids);
-  if (selected !== undefined) ({write_js(TAB_KEY)})(ids[selected]);
-  return [];
+  const first = !window.__clipscopeTabSeen;
+  window.__clipscopeTabSeen = true;
+  if (first && new URL(window.location.href).searchParams.has({json.dumps(TAB_KEY)})) return [];
+  return ({write_js(TAB_KEY)})({json.dumps(tab_id)});
 }}"""
 
 
@@ -82,16 +83,17 @@ def restore_updates(params: Mapping[str, str], fields: Mapping[str, gr.component
 
 
 def bind_url_state(app: gr.Blocks, fields: Mapping[str, gr.components.Component], tabs: gr.Tabs,
-                   tab_labels: Mapping[str, str], image: gr.Image, message: gr.Markdown):
+                   tab_panels: Mapping[str, gr.Tab], image: gr.Image, message: gr.Markdown):
     """Write every field and the selected tab into the URL as they change, and restore them on page load.
 
     ``fields``: URL key -> component (``"image"``: the image source textbox: an example's name or "upload");
-    ``tab_labels``: tab label -> its id in the URL. Returns the page-load event, for the tabs to chain their first
+    ``tab_panels``: the tab's id in the URL -> the tab. Returns the page-load event, for the tabs to chain their first
     drawing onto (they read the link with :func:`link_params`)."""
     for key, component in fields.items():
         component.change(None, component, None, js=write_js(key), api_name=False)
-    tabs.change(None, None, None, js=tabs_js(tab_labels), api_name=False)
-    keys, components, tab_ids = list(fields), list(fields.values()), list(tab_labels.values())
+    for tab_id, panel in tab_panels.items():
+        panel.select(None, None, None, js=tab_js(tab_id), api_name=False)
+    keys, components, tab_ids = list(fields), list(fields.values()), list(tab_panels)
 
     def restore(request: gr.Request):
         params = dict(request.query_params) if request is not None else {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from models import shapes
+from models.world import scenes
 from viz.attention import FUSIONS, mean_distance_by_layer, special_token_flags
 from viz.attention_figures import (
     head_grid_figure,
@@ -154,6 +154,6 @@ def mean_distance_view(subject: Subject, images: int = 16, prefix_attention: str
     """Mean attention distance per head against depth over procedural images (the ViT paper's Figure 7); attention
     to prefix tokens counts as distance 0 as in the paper, or with ``prefix_attention="renormalise"`` is left out."""
     model = subject.model
-    pictures = [e.image for e in shapes.make_dataset(int(images), seed=DISTANCE_SEED)]
+    pictures = [e.image for e in scenes.make_scenes(int(images), DISTANCE_SEED, split="any")]
     distances = mean_distance_by_layer(model, model.pixels(pictures), prefix_attention)
     return {"mean_distance": mean_distance_figure(distances, prefix_attention)}

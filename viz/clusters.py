@@ -2,8 +2,9 @@
 
 Clusters come from HDBSCAN (scikit-learn) on the 2-D map (an even sample of at most ``CLUSTER_SAMPLE`` points; the
 rest join the cluster of their nearest sampled point). Each cluster is named by the text nearest to the centroid of
-its images' normalised embeddings in the joint space: one of the set's captions and class prompts, or a vocabulary
-the user gives. Unlike a label read from a text column, the name is what the model itself says the cluster holds.
+its images' normalised embeddings in the joint space: one of the set's class prompts (its captions where it has
+none), or a vocabulary the user gives. Unlike a label read from a text column, the name is what the model itself
+says the cluster holds.
 """
 from __future__ import annotations
 

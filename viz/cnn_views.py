@@ -178,6 +178,9 @@ def probes_view(subject: Subject, compare: tuple = (), max_shift: int = 16,
         except ValueError as exc:
             skipped.append(str(exc))
     note = " ".join(skipped) or "Every model was scored on the cue-conflict images."
+    # what each model knows: the shift probe runs on this image, the cue conflict on procedural shapes
+    notes = [n for m in models for n in domain_notes(m, [image])]
+    note = "\n\n".join([note, *dict.fromkeys(notes)])
     gallery = [(e.image, f"shape {e.shape_label}, texture {e.texture_label}") for e in examples[:8]]
     return {"shift": shift_figure(probes), "cue_conflict": cue_conflict_figure(results) if results else None,
             "gallery": gallery, "note": note}

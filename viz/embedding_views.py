@@ -9,9 +9,11 @@ import numpy as np
 
 from models import shapes
 from models.embed import DEFAULT_CLASS_TEMPLATE, EmbeddingSet, ImageItem, embed_set, embed_texts
+from models.world import scenes
 from viz.clusters import Clustering, clusters_in_words, density_contours
+from viz.domain import domain_notes
 from viz.embedding_figures import confusion_figure, embedding_map_figure, modality_gap_figure, per_class_accuracy_figure
-from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project
+from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, normalise, pair_similarities, project
 from viz.map_payload import KINDS, PointMap, categories, group_colours, screen_transform
 from viz.neighbours import INDEXES, nearest
 from viz.views import Figures, Subject, view
@@ -21,6 +23,7 @@ EXPLORER_SEED = 616_161  # held out: training seeds are >= shapes.TRAIN_SEED_STA
 COLOURS = {"modality": "modality", "label": "label", "zero-shot prediction": "prediction", "cluster": "cluster"}
 WEBGL_FROM = 5_000   # points (images + texts) from which the map is drawn by WebGL (Plotly JSON is ~1.1 MB at 5k)
 MODALITY_COLOURS = {"images": "#1f77b4", "captions": "#ff7f0e", "class prompts": "#2ca02c"}
+DOMAIN_SAMPLE = 16   # images of a set looked at to tell photographs from the procedural world
 SMALL_SET = {"count": 8, "method": "PCA"}   # the check: a few images, no UMAP JIT
 
 
@@ -29,11 +32,12 @@ def has_text(model) -> bool:
 
 
 def procedural_items(count: int, seed: int = EXPLORER_SEED) -> list[ImageItem]:
-    """``count`` procedural shapes with labels and captions, from a held-out seed."""
+    """``count`` one-object scenes of the bundled world (any of the 36 classes, random position, size, rotation and
+    background) with their labels and captions, from a held-out seed."""
     if not 0 <= int(seed) < shapes.TRAIN_SEED_START:
         raise ValueError(f"Use a seed in [0, {shapes.TRAIN_SEED_START}) (held out from training).")
-    return [ImageItem(e.image, e.label, e.caption, f"shapes {seed}#{i}")
-            for i, e in enumerate(shapes.make_dataset(int(count), seed=int(seed)))]
+    return [ImageItem(e.image, e.label, e.caption, f"scene {seed}#{i}")
+            for i, e in enumerate(scenes.make_scenes(int(count), int(seed), split="any", n_objects=1))]
 
 
 def procedural_set(subject: Subject, count: int = 120, seed: int = EXPLORER_SEED) -> EmbeddingSet:
@@ -151,8 +155,69 @@ def evaluate_view(subject: Subject, embedding_set: EmbeddingSet | None = None, c
     summary = (f"Zero-shot over {len(es.class_names)} classes ({len(evaluation.truth)} labelled images, "
                f"prompt “{es.template}”): top-1 **{evaluation.top1:.1%}**, top-5 **{evaluation.top5:.1%}**. "
                "Worst: " + ", ".join(f"{evaluation.class_names[i]} {evaluation.per_class[i]:.0%}" for i in worst))
+    if subject.model is not None:   # what the model knows (a set read from disk comes without its model)
+        pictures = [item.open() for item in es.images[:DOMAIN_SAMPLE] if item.source is not None]
+        summary = "\n\n".join([summary, *domain_notes(subject.model, pictures)])
     return {"summary": summary, "per_class": per_class_accuracy_figure(evaluation),
             "confusion": confusion_figure(evaluation)}
+
+
+def joint_vectors(subject: Subject, es: EmbeddingSet) -> np.ndarray:
+    """Every point's embedding (images, then texts), L2-normalised, as one array (kept per subject and set)."""
+    def build() -> np.ndarray:
+        dims = es.image_embeddings.shape[1] if len(es.image_embeddings) else es.text_embeddings.shape[1]
+        return np.concatenate([normalise(np.asarray(es.image_embeddings, np.float32).reshape(-1, dims)),
+                               normalise(np.asarray(es.text_embeddings, np.float32).reshape(-1, dims))])
+    return subject.remember(f"joint:{id(es)}", build)
+
+
+def point_name(es: EmbeddingSet, index: int) -> str:
+    """'image 3 (a red circle)' or 'text 2 (caption: ...)': one joint point, as the map's hover names it."""
+    if index < len(es.images):
+        item = es.images[index]
+        return f"image {index} ({item.caption or item.label or item.name})"
+    j = index - len(es.images)
+    return f"text {j} ({es.text_kinds[j]}: {es.texts[j]})"
+
+
+@view("embedding.neighbours", "Embedding space", has_text,
+      checks=({"count": SMALL_SET["count"], "point": 0, "k": 3},))
+def neighbours_view(subject: Subject, point: int = 0, k: int = 8, embedding_set: EmbeddingSet | None = None,
+                    count: int = 120, seed: int = EXPLORER_SEED) -> Figures:
+    """The ``k`` points (images or texts) nearest to one point of the map, by cosine in the original joint space
+    (not on the map, whose distances a projection distorts), best first: what "isolate" shows."""
+    es = embedding_set if embedding_set is not None else procedural_set(subject, count, seed)
+    total = len(es.images) + len(es.texts)
+    if not 0 <= int(point) < total:
+        raise ValueError(f"Point {point} does not exist: the map has points 0 to {total - 1}.")
+    if not 1 <= int(k) < total:
+        raise ValueError(f"Ask for 1 to {total - 1} neighbours, not {k}.")
+    vectors = joint_vectors(subject, es)
+    order, scores = INDEXES.get(vectors).neighbours_of(int(point), int(k), vectors)
+    listed = "; ".join(f"{rank}. {point_name(es, int(i))} {score:.3f}"
+                       for rank, (i, score) in enumerate(zip(order[:10], scores[:10], strict=True), start=1))
+    info = (f"The {len(order)} points nearest to {point_name(es, int(point))} by cosine in the original "
+            f"{vectors.shape[1]}-d space ({INDEXES.get(vectors).kind}): {listed}"
+            + ("; …" if len(order) > 10 else "") + ". The map shows only them; **Show all points** brings back the "
+            "rest.")
+    return {"neighbours": [int(i) for i in order], "scores": [float(x) for x in scores], "info": info}
+
+
+def selection_summary(es: EmbeddingSet, rows: Sequence[int]) -> str:
+    """What a lasso or box caught: how many images and texts, and their most common labels."""
+    rows = np.asarray(rows, dtype=np.int64)
+    images = rows[rows < len(es.images)]
+    texts = rows[rows >= len(es.images)] - len(es.images)
+    labels = [es.images[i].label for i in images if es.images[i].label]
+    common = ""
+    if labels:
+        values, counts = np.unique(labels, return_counts=True)
+        top = np.argsort(-counts, kind="stable")[:5]
+        common = " Most common labels: " + ", ".join(f"{values[i]} ({counts[i]})" for i in top) + "."
+    def count(n: int, word: str) -> str:
+        return f"{n:,} {word}{'' if n == 1 else 's'}"
+    return (f"**{count(len(rows), 'point')} selected**: {count(len(images), 'image')} and "
+            f"{count(len(texts), 'text')}.{common}")
 
 
 def use_webgl(es: EmbeddingSet) -> bool:
@@ -163,7 +228,8 @@ def use_webgl(es: EmbeddingSet) -> bool:
 def cluster_names(subject: Subject, es: EmbeddingSet, coords: np.ndarray, vocabulary: Sequence[str] = ()
                   ) -> Clustering:
     """Clusters of the images on the map, named by the nearest text: of ``vocabulary`` (embedded by the subject's
-    model) when given, else of the set's captions and class prompts. Kept per subject."""
+    model) when given, else of the set's class prompts, shown by their class (its captions when it has none). Kept
+    per subject."""
     words = [w for w in vocabulary if w.strip()]
     key = f"clusters:{id(es)}:{hash(coords.tobytes())}:{hash(tuple(words))}"
 
@@ -172,8 +238,12 @@ def cluster_names(subject: Subject, es: EmbeddingSet, coords: np.ndarray, vocabu
             if subject.model is None:
                 raise ValueError("Naming clusters with your own words needs the set's model.")
             texts, vectors = words, embed_texts(subject.model, words)
-        elif len(es.texts):
-            texts, vectors = es.texts, es.text_embeddings
+        elif len(es.texts):   # the class prompts name clusters best (captions also say where and on what)
+            prompts = [i for i, kind in enumerate(es.text_kinds) if kind == "class"]
+            rows = prompts or list(range(len(es.texts)))
+            # a prompt is shown by its class ("red star", not "a photo of a red star.")
+            texts = [(es.text_labels[i] if prompts else None) or es.texts[i] for i in rows]
+            vectors = es.text_embeddings[rows]
         else:
             raise ValueError("The set has no texts to name clusters with: type a vocabulary (comma-separated).")
         return clusters_in_words(coords, es.image_embeddings, vectors, texts)
@@ -238,10 +308,11 @@ def _joint_groups(es: EmbeddingSet, mode: str, predicted: list[str] | None, clus
 def points_view(subject: Subject, embedding_set: EmbeddingSet | None = None, count: int = 120,
                 seed: int = EXPLORER_SEED, method: str = "UMAP", colour: str = "label", remove_gap: bool = False,
                 highlight: Sequence[int] = (), clusters: bool = True, contours: bool = True,
-                vocabulary: Sequence[str] = (), filter_column: str = "label", filter_text: str = "") -> Figures:
+                vocabulary: Sequence[str] = (), filter_column: str = "label", filter_text: str = "",
+                only: Sequence[int] = ()) -> Figures:
     """The joint map for the WebGL scatter: points in [-1, 1], a colouring, cluster names at cluster centres (in
     CLIP's own words), density contours, and the points whose metadata ``filter_column`` contains ``filter_text``
-    (all when empty)."""
+    (all when empty) and, if ``only`` names some, that are among them (a point and its neighbours)."""
     es = embedding_set if embedding_set is not None else procedural_set(subject, count, seed)
     mode = COLOURS.get(colour, colour)
     predicted = predictions(es)
@@ -271,6 +342,11 @@ def points_view(subject: Subject, embedding_set: EmbeddingSet | None = None, cou
     notes = [projection.note, clustering.note if clustering is not None else "",
              f"showing the {int(mask.sum()):,} points whose {filter_column} contains “{filter_text.strip()}”"
              if mask is not None else ""]
+    if len(only):
+        isolated = np.zeros(len(ndc), dtype=bool)
+        isolated[np.asarray(only, dtype=np.int64)] = True
+        mask = isolated if mask is None else mask & isolated
+        notes.append(f"isolated: {point_name(es, int(only[0]))} and its {len(only) - 1} nearest neighbours")
     return {"points": PointMap(ndc, kind_codes, categories(groups, colours), title, "; ".join(n for n in notes if n),
                                [int(i) for i in highlight], labels,
                                density_contours(image_ndc) if contours else [], mask)}

@@ -79,8 +79,9 @@ def token_similarity_figure(sim_map, query_rc: tuple[int, int]) -> go.Figure:
     fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5, line=dict(color="black", width=3))
     fig.update_layout(
         title=f"Cosine similarity of every patch token to patch (row {r}, col {c})",
-        xaxis=dict(title="patch column"),
-        yaxis=dict(title="patch row", autorange="reversed", scaleanchor="x"),
+        xaxis=dict(title="patch column", constrain="domain"),
+        yaxis=dict(title="patch row", autorange="reversed", scaleanchor="x", constrain="domain"),
+        height=420, margin={"l": 50, "r": 10, "t": 60, "b": 40},
     )
     return fig
 

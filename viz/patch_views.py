@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from viz.attention_figures import patch_grid_figure
+from viz.domain import domain_notes
 from viz.patch_figures import (
     attention_correlation_figure,
     filters_figure,
@@ -45,7 +46,8 @@ def grid_view(subject: Subject) -> Figures:
     """The input as the model sees it, cut into its patch grid, with token indices (prefix tokens first)."""
     session = subject.attention()
     vit = session.vit
-    return {"grid": patch_grid_figure(_seen(session), session.grid, vit.patch_size, vit.prefix_tokens)}
+    return {"grid": patch_grid_figure(_seen(session), session.grid, vit.patch_size, vit.prefix_tokens),
+            "notes": "\n\n".join(domain_notes(subject.model, [subject.image]))}   # what the model knows
 
 
 @view("patches.filters", "Patches", has_patch_filters)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models import shapes
+from models.world import scenes
 from viz.domain import domain_notes
 from viz.softmax import apply_sliders, softmax_view
 from viz.views import Figures, Subject, view
@@ -74,8 +74,8 @@ def sliders_view(subject: Subject, values: Sequence[float] | None = None, log_t:
 
 
 def procedural_pairs(count: int) -> tuple[list, list[str], list[str]]:
-    """``count`` procedural images with their captions (held-out seed)."""
-    examples = shapes.make_dataset(int(count), seed=SIMILARITY_SEED, two_objects_prob=0.0)
+    """``count`` one-object scenes of the bundled world with their captions (held-out seed)."""
+    examples = scenes.make_scenes(int(count), SIMILARITY_SEED, split="any", n_objects=1)
     return [e.image for e in examples], [e.caption for e in examples], [f"shape {i}" for i in range(len(examples))]
 
 

@@ -412,19 +412,26 @@ def embed_set(model, items: Sequence[ImageItem], *, template: str = DEFAULT_CLAS
                         image_caption, class_text, template)
 
 
-def embedding_table(es: EmbeddingSet):
+def embedding_table(es: EmbeddingSet, rows: Sequence[int] | None = None):
     """Every image and text of a set as one pandas table: modality, name (file or text), label, caption or prompt
-    kind, and the raw embedding, one column per dimension (e0, e1, ...) so that CSV and Parquet hold the same."""
+    kind, and the raw embedding, one column per dimension (e0, e1, ...) so that CSV and Parquet hold the same.
+    ``rows`` (joint indices: images first, then texts) keeps only those points, with a ``point`` column naming
+    each one's index."""
     import pandas as pd
 
     dims = es.image_embeddings.shape[1] if len(es.image_embeddings) else es.text_embeddings.shape[1]
-    rows = [{"modality": "image", "name": item.name, "label": item.label,
-             "text": es.texts[es.image_caption[i]] if es.image_caption[i] >= 0 else None}
-            for i, item in enumerate(es.images)]
-    rows += [{"modality": "text", "name": text, "label": label, "text": kind}
-             for text, kind, label in zip(es.texts, es.text_kinds, es.text_labels, strict=True)]
-    vectors = np.concatenate([es.image_embeddings.reshape(-1, dims), es.text_embeddings.reshape(-1, dims)])
-    table = pd.DataFrame(rows)
+    n_images = len(es.images)
+    chosen = np.arange(n_images + len(es.texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+    image_rows, text_rows = chosen[chosen < n_images], chosen[chosen >= n_images] - n_images
+    records = [{"modality": "image", "name": es.images[i].name, "label": es.images[i].label,
+                "text": es.texts[es.image_caption[i]] if es.image_caption[i] >= 0 else None} for i in image_rows]
+    records += [{"modality": "text", "name": es.texts[j], "label": es.text_labels[j], "text": es.text_kinds[j]}
+                for j in text_rows]
+    vectors = np.concatenate([es.image_embeddings.reshape(-1, dims)[image_rows],
+                              es.text_embeddings.reshape(-1, dims)[text_rows]])
+    table = pd.DataFrame(records, columns=["modality", "name", "label", "text"])
+    if rows is not None:
+        table.insert(0, "point", np.concatenate([image_rows, text_rows + n_images]))
     table.attrs["model"] = es.model_id
     return pd.concat([table, pd.DataFrame(vectors, columns=[f"e{i}" for i in range(dims)])], axis=1)
 

@@ -43,8 +43,13 @@ function create(element, server, trigger) {
   });
   scatterplot.subscribe('select', ({ points }) => {
     element.dataset.selected = String(points.length);
-    if (points.length === 1) trigger('click', { point: Number(points[0]) });
-    else setStatus(element, state, `${points.length.toLocaleString()} points selected (lasso)`);
+    if (points.length === 1) { trigger('click', { point: Number(points[0]) }); return; }
+    setStatus(element, state, `${points.length.toLocaleString()} points selected (lasso)`);
+    trigger('select', { points: Array.from(points, Number) });
+  });
+  scatterplot.subscribe('deselect', () => {
+    element.dataset.selected = '0';
+    trigger('select', { points: [] });
   });
   scatterplot.subscribe('view', () => placeOverlays(element, state));
   return state;
