@@ -95,7 +95,8 @@ def test_the_tab_decomposes_the_shared_image_in_a_real_browser(app_url):
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
         page.goto(app_url)
         # the page load restores the view from the URL and draws the first tab: a tab picked before that is undone
-        page.wait_for_function("document.body.innerText.includes('where CLS looks')", timeout=180_000)
+        page.wait_for_function("(document.querySelector('#cs-overlay .js-plotly-plot') || {})._fullData "
+                               "!== undefined", timeout=180_000)
         page.get_by_role("tab", name="Decomposition", exact=True).click()
         button = page.get_by_role("button", name="Decompose", exact=True)
         button.wait_for(state="visible", timeout=180_000)

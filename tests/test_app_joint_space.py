@@ -381,7 +381,7 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
             f"document.querySelector('.cs-map')._fullData.some(t => t.mode === 'markers' && "
             f"t.customdata && Array.from(t.customdata).map(Number).includes({hovered}))")
         page.mouse.click(x, y)
-        page.wait_for_function(f"document.body.innerText.includes('image {hovered}: shapes')", timeout=30_000)
+        page.wait_for_function(f"document.body.innerText.includes('image {hovered}: scene')", timeout=30_000)
         box = page.get_by_label("Point (or click one on the map)")
         page.wait_for_function(f"(el) => el.value === '{hovered}'", arg=box.element_handle(), timeout=30_000)
         assert "Traceback" not in page.inner_text("body")

@@ -13,7 +13,7 @@ import gradio as gr
 
 from ui.errors import figures_only, user_errors
 from ui.export import Plot, export_button
-from ui.figure_layout import NARROW, WIDE
+from ui.figure_layout import COLUMN, WIDE
 from ui.inputs import load_attention_model, load_vit, needs_token_grid
 from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
@@ -360,9 +360,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
             query_info = gr.Markdown()
             copy_button = gr.Button("Copy as Python", size="sm")
         with gr.Column(scale=2, min_width=320):
-            overlay = PlotlyFigure("Attention of the query (click a patch)", title_chars=NARROW, elem_id="cs-overlay")
+            overlay = PlotlyFigure("Attention of the query (click a patch)", title_chars=COLUMN, elem_id="cs-overlay")
         with gr.Column(scale=2, min_width=320):
-            heads = PlotlyFigure("All heads (click one to pick it)", title_chars=NARROW, elem_id="cs-heads")
+            heads = PlotlyFigure("All heads (click one to pick it)", title_chars=COLUMN, elem_id="cs-heads")
     code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
                    interactive=False)
     with gr.Row(equal_height=False):
@@ -371,9 +371,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
             gr.Markdown("The query's attention row computed step by step for the chosen head (or every head, for a "
                         "fusion). The patch grid is the image as the model saw it: click a patch to query it.")
         with gr.Column(scale=2, min_width=320):
-            steps = Plot(label="Step by step: scores, softmax", title_chars=NARROW)
+            steps = Plot(label="Step by step: scores, softmax", title_chars=COLUMN)
         with gr.Column(scale=2, min_width=320):
-            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=NARROW, elem_id="cs-attention-grid")
+            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=COLUMN, elem_id="cs-attention-grid")
     gr.Markdown("**Rollout** multiplies (attention + identity) through the layers: what the CLS token draws on. "
                 "**Relevancy** (Chefer et al.) weights attention by its gradient for a prompt or class. "
                 "The **per-patch zero-shot** map pushes each final patch token through the model's own final norm "
@@ -387,9 +387,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                         "paper's Figure 7), over 16 procedural images.")
             distance_button = gr.Button("Mean attention distance (16 images)")
         with gr.Column(scale=2, min_width=320):
-            rollout_plot = Plot(label="Rollout", title_chars=NARROW)
+            rollout_plot = Plot(label="Rollout", title_chars=COLUMN)
         with gr.Column(scale=2, min_width=320):
-            distance_plot = Plot(label="Mean attention distance", title_chars=NARROW)
+            distance_plot = Plot(label="Mean attention distance", title_chars=COLUMN)
     with gr.Row(equal_height=False):
         with _controls():
             gr.Markdown("**Every layer × head** at once for the current query (each map scaled to its own "
@@ -404,9 +404,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                                       "top output)", value="a red triangle")
             relevancy_button = gr.Button("Relevancy")
         with gr.Column(scale=2, min_width=320):
-            relevancy_plot = Plot(label="Relevancy", title_chars=NARROW)
+            relevancy_plot = Plot(label="Relevancy", title_chars=COLUMN)
         with gr.Column(scale=2, min_width=320):
-            token_plot = Plot(label="Prompt token relevance", title_chars=NARROW)
+            token_plot = Plot(label="Prompt token relevance", title_chars=COLUMN)
     with gr.Row(equal_height=False):
         with _controls():
             prompts = gr.Textbox(label="Prompts for the per-patch map (one per line or comma-separated)",
@@ -429,9 +429,9 @@ def build_attention_tab(shared: SharedInputs) -> AttentionTab:
                 col = gr.Slider(0, 1, value=0, step=1, label="Query cell: column")
                 window_info = gr.Markdown()
             with gr.Column(scale=2, min_width=320):
-                window_overlay = Plot(label="Window attention of the query cell", title_chars=NARROW)
+                window_overlay = Plot(label="Window attention of the query cell", title_chars=COLUMN)
             with gr.Column(scale=2, min_width=320):
-                window_heads = Plot(label="Every head, in the query's window", title_chars=NARROW)
+                window_heads = Plot(label="Every head, in the query's window", title_chars=COLUMN)
         stages_plot = Plot(label="Attention stages", title_chars=WIDE)
     figures = [overlay, heads, grid_plot, steps, window_overlay, window_heads, stages_plot, rollout_plot,
                relevancy_plot, token_plot, zero_shot_plot, distance_plot, overview_plot]

@@ -11,7 +11,10 @@ from viz.provenance import figure_filename
 DEFAULT_HEIGHT = 450        # px, Plotly's own default when a figure sets none
 TITLE_LINE = 22             # px per title line at Plotly's default 17 px title font
 PNG_SCALE = 2               # the camera button's PNG at twice the shown size
-NARROW, HALF, WIDE = 40, 64, 130   # title characters that fit one line: a third, a half, the whole row (1440 px)
+NARROW = 40    # title characters that fit one line in a figure of about 320 px (beside a wide control column)
+COLUMN = 44    # ... of about 350-380 px (two figures beside a control column, as on the Attention tab)
+HALF = 64      # ... of half the row (the default)
+WIDE = 130     # ... of the whole row at 1440 px
 
 
 def image_config(figure: dict) -> dict:

@@ -8,7 +8,7 @@ import gradio as gr
 
 from ui.errors import figures_only, user_errors
 from ui.export import Plot, export_button
-from ui.figure_layout import NARROW, WIDE
+from ui.figure_layout import COLUMN, WIDE
 from ui.inputs import load_vit
 from ui.plotly_html import PlotlyFigure, clicked_point
 from ui.sessions import STORE
@@ -149,9 +149,9 @@ def build_patches_tab(shared: SharedInputs) -> PatchesTab:
             copy_button = gr.Button("Copy as Python", size="sm")
             domain = gr.Markdown()
         with gr.Column(scale=2, min_width=320):
-            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=NARROW, elem_id="cs-patch-grid")
+            grid_plot = PlotlyFigure("Patch grid (click a patch)", title_chars=COLUMN, elem_id="cs-patch-grid")
         with gr.Column(scale=2, min_width=320):
-            similarity = PlotlyFigure("Token similarity to the query patch (click a patch)", title_chars=NARROW,
+            similarity = PlotlyFigure("Token similarity to the query patch (click a patch)", title_chars=COLUMN,
                                       elem_id="cs-patch-similarity")
     code = gr.Code(language="python", label="Python that draws these figures in a notebook", visible=False,
                    interactive=False)
