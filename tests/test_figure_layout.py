@@ -63,3 +63,15 @@ def test_the_plot_component_keeps_gr_plots_settings():
         plot = Plot(label="Feature maps", title_chars=NARROW)
     config = plot.get_config()
     assert config["label"] == "Feature maps" and plot.title_chars == NARROW and "title_chars" not in config
+
+
+def test_top_row_subplot_titles_wrapped_upwards_get_room_above_the_plot():
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=2, cols=1, subplot_titles=(WORDS, "short"))
+    figure.update_layout(title={"text": WORDS}, height=500, margin={"t": 60})
+    fitted = shown_figure(figure.to_plotly_json(), NARROW)
+    title_lines = fitted["layout"]["title"]["text"].count("<br>")
+    subplot_lines = fitted["layout"]["annotations"][0]["text"].count("<br>")
+    assert title_lines >= 2 and subplot_lines >= 2 and fitted["layout"]["annotations"][1]["text"] == "short"
+    assert fitted["layout"]["margin"]["t"] == 60 + 22 * (title_lines + subplot_lines)

@@ -52,31 +52,44 @@ def wrapped(text: str, chars: int) -> str:
     return "<br>".join(lines)
 
 
-def fit_title(layout: dict, chars: int) -> None:
-    """Wrap the layout's title to ``chars`` characters a line, growing the top margin by one line per extra line."""
+def _added_lines(before: str, after: str) -> int:
+    return after.count("<br>") - len(re.findall(r"<br\s*/?>", before))
+
+
+def _grow_top(layout: dict, lines: int) -> None:
+    """Room for ``lines`` more lines of text above the plot: a taller top margin (and figure, if it sets a height)."""
+    margin = dict(layout.get("margin") or {})
+    margin["t"] = int(margin.get("t", 100)) + TITLE_LINE * lines
+    layout["margin"] = margin
+    if "height" in layout:
+        layout["height"] = int(layout["height"]) + TITLE_LINE * lines
+
+
+def fit_title(layout: dict, chars: int) -> int:
+    """Wrap the layout's title to ``chars`` characters a line; returns the lines added (the caller grows the top
+    margin by as many)."""
     title = layout.get("title")
     text = title.get("text") if isinstance(title, dict) else title
     if not isinstance(text, str) or not text:
-        return
+        return 0
     fitted = wrapped(text, chars)
-    extra_lines = fitted.count("<br>") - len(re.findall(r"<br\s*/?>", text))
-    if extra_lines <= 0:
-        return
-    layout["title"] = {**(title if isinstance(title, dict) else {}), "text": fitted}
-    margin = dict(layout.get("margin") or {})
-    margin["t"] = int(margin.get("t", 100)) + TITLE_LINE * extra_lines
-    layout["margin"] = margin
-    if "height" in layout:
-        layout["height"] = int(layout["height"]) + TITLE_LINE * extra_lines
+    extra_lines = _added_lines(text, fitted)
+    if extra_lines > 0:
+        layout["title"] = {**(title if isinstance(title, dict) else {}), "text": fitted}
+    return max(extra_lines, 0)
 
 
-def fit_labels(layout: dict, chars: int) -> None:
+def fit_labels(layout: dict, chars: int) -> int:
     """Wrap subplot titles (annotations) and axis titles longer than ``chars`` characters (Plotly clips them at the
-    figure's edge otherwise)."""
+    figure's edge otherwise); returns the lines added to the top row's subplot titles, which grow upwards."""
+    top_row = 0
     for annotation in layout.get("annotations") or ():
         text = annotation.get("text")
         if isinstance(text, str) and len(text) > chars:
             annotation["text"] = wrapped(text, chars)
+            if annotation.get("yref") == "paper" and annotation.get("yanchor") == "bottom" \
+                    and float(annotation.get("y", 0)) >= 0.9:
+                top_row = max(top_row, _added_lines(text, annotation["text"]))
     for name, axis in layout.items():
         if not (name.startswith("xaxis") or name.startswith("yaxis")) or not isinstance(axis, dict):
             continue
@@ -84,6 +97,7 @@ def fit_labels(layout: dict, chars: int) -> None:
         text = title.get("text") if isinstance(title, dict) else None
         if isinstance(text, str) and len(text) > chars:
             axis["title"] = {**title, "text": wrapped(text, chars)}
+    return top_row
 
 
 def shown_figure(figure: dict, title_chars: int | None = HALF, default_height: bool = False) -> dict:
@@ -93,7 +107,8 @@ def shown_figure(figure: dict, title_chars: int | None = HALF, default_height: b
     if default_height and "height" not in layout:
         layout["height"] = DEFAULT_HEIGHT
     if title_chars:
-        fit_title(layout, title_chars)
-        fit_labels(layout, title_chars)
+        added = fit_title(layout, title_chars) + fit_labels(layout, title_chars)
+        if added:
+            _grow_top(layout, added)
     figure["config"] = {**figure.get("config", {}), **image_config(figure)}
     return figure

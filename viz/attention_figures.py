@@ -111,14 +111,14 @@ def steps_figure(steps: Sequence[AttentionSteps], token_labels: Sequence[str], l
         shown_weights = weights[0]
     else:
         shown_weights = _np(fuse_heads(torch.as_tensor(weights)[None, :, None, :], fusion))[0, 0]
-    spread = (f"entropy {entropy(shown_weights):.3f} nats, uniform {math.log(tokens):.3f}" if fusion in (None, "mean")
-              else f"sum {shown_weights.sum():.3f}: a {fusion} over heads is not a distribution")
-    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.14, subplot_titles=(
-        f"scores q·k × {first.scale:.4f} / T (T = {first.temperature:g})"
-        + ("" if fusion is None else f", each of {heads} heads"),
-        f"softmax weights{'' if fusion is None else f' ({fusion} over heads)'}: {spread}",
-        "output = weights · V" + (" (one value per head dimension)" if fusion is None
-                                  else f" of each head, concatenated ({heads} × {first.output.shape[-1]})")))
+    spread = (f"entropy {entropy(shown_weights):.3f} nats (uniform {math.log(tokens):.3f})"
+              if fusion in (None, "mean") else f"sum {shown_weights.sum():.3f}: not a distribution")
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.16, subplot_titles=(
+        f"scores q·k × {first.scale:.4f} / T, T = {first.temperature:g}"
+        + ("" if fusion is None else f" ({heads} heads)"),
+        f"softmax{'' if fusion is None else f' ({fusion} of heads)'}: {spread}",
+        "output = weights · V" + (" (per head dimension)" if fusion is None
+                                  else f", heads concatenated ({heads} × {first.output.shape[-1]})")))
     hover = "key %{x}: %{customdata}<br>%{y:.4f}<extra>%{fullData.name}</extra>"
     if fusion is None:
         fig.add_trace(go.Bar(x=keys, y=scaled[0], name="scaled score", customdata=names, hovertemplate=hover,
@@ -133,16 +133,17 @@ def steps_figure(steps: Sequence[AttentionSteps], token_labels: Sequence[str], l
     fig.add_trace(go.Bar(y=output, name="output", marker_color="#00cc96", showlegend=False,
                          hovertemplate="dimension %{x}<br>%{y:.4f}<extra></extra>"), 3, 1)
     fig.update_yaxes(range=[0, 1], row=2, col=1)
-    prefix = {0: "", 1: "0: prefix, purple; then "}.get(prefix_tokens, f"0–{prefix_tokens - 1}: prefix, purple; then ")
+    prefix = {0: "", 1: "0: prefix (purple), then "}.get(prefix_tokens,
+                                                          f"0–{prefix_tokens - 1}: prefix (purple), then ")
     for row in (1, 2):
-        fig.update_xaxes(title_text=f"key token ({prefix}the patches row by row; hover names each)",
-                         title_standoff=2, range=[-0.5, tokens - 0.5], row=row, col=1)
+        fig.update_xaxes(title_text=f"key ({prefix}patches)", title_standoff=2, range=[-0.5, tokens - 0.5],
+                         row=row, col=1)
     fig.update_xaxes(title_text="head dimension" if fusion is None else "dimension (heads one after another)",
                      row=3, col=1)
     fig.update_layout(title=f"Step by step: layer {layer}, {head_phrase(head, heads)}, query {query_label}",
                       showlegend=fusion is not None, legend={"orientation": "h", "y": 1.1, "x": 1,
                                                              "xanchor": "right", "yanchor": "bottom"},
-                      height=720, margin={"l": 40, "r": 10, "t": 90, "b": 40})
+                      height=760, margin={"l": 40, "r": 10, "t": 90, "b": 40})
     return fig
 
 
