@@ -13,7 +13,7 @@ from models.world import scenes
 from viz.clusters import Clustering, clusters_in_words, density_contours
 from viz.domain import domain_notes
 from viz.embedding_figures import confusion_figure, embedding_map_figure, modality_gap_figure, per_class_accuracy_figure
-from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, normalise, pair_similarities, project
+from viz.embedding_space import class_scores, evaluate_zero_shot, modality_gap, pair_similarities, project
 from viz.map_payload import KINDS, PointMap, categories, group_colours, screen_transform
 from viz.neighbours import INDEXES, nearest
 from viz.views import Figures, Subject, view
@@ -163,11 +163,12 @@ def evaluate_view(subject: Subject, embedding_set: EmbeddingSet | None = None, c
 
 
 def joint_vectors(subject: Subject, es: EmbeddingSet) -> np.ndarray:
-    """Every point's embedding (images, then texts), L2-normalised, as one array (kept per subject and set)."""
+    """Every point's raw embedding (images, then texts) as one array, kept per subject and set (the neighbour index
+    normalises what it indexes)."""
     def build() -> np.ndarray:
         dims = es.image_embeddings.shape[1] if len(es.image_embeddings) else es.text_embeddings.shape[1]
-        return np.concatenate([normalise(np.asarray(es.image_embeddings, np.float32).reshape(-1, dims)),
-                               normalise(np.asarray(es.text_embeddings, np.float32).reshape(-1, dims))])
+        return np.concatenate([np.asarray(es.image_embeddings, np.float32).reshape(-1, dims),
+                               np.asarray(es.text_embeddings, np.float32).reshape(-1, dims)])
     return subject.remember(f"joint:{id(es)}", build)
 
 
