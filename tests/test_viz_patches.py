@@ -280,12 +280,10 @@ def test_mini_clip_position_similarity_peaks_on_the_diagonal(mini_clip_position_
     assert off_diagonal.max() < 0.99
 
 
-@pytest.mark.xfail(strict=True, reason="the bundled mini-clip's learned position table is not local: neighbours "
-                   "are on average less similar than the far corner (0.35 against 0.43; a translation-invariant task "
-                   "at random positions gives the table no reason to be smooth, and issue 15 asks for it: a 2-d "
-                   "sin-cos initialisation is the next step); strict, so a retrained model that learns locality "
-                   "turns this into a failure to update")
 def test_mini_clip_neighbours_more_similar_than_far_corner(mini_clip_position_similarity):
+    """Locality: a position's 4-neighbours are more alike than the farthest corner. Baseline: a position table
+    with no spatial structure (a random one), where both means are equal in expectation (measured: 0.006 against
+    0.018); mini-clip's fixed 2-D sine-cosine table measures 0.98 against 0.74."""
     sim = mini_clip_position_similarity
     gh, gw = sim.shape[:2]
     neighbours, corners = [], []
@@ -297,12 +295,13 @@ def test_mini_clip_neighbours_more_similar_than_far_corner(mini_clip_position_si
             corners.append(sim[r, c, gh - 1 if r < gh / 2 else 0, gw - 1 if c < gw / 2 else 0].item())
     print(f"mini-clip {gh}x{gw}: 4-neighbours mean {np.mean(neighbours):.3f}, "
           f"farthest corner mean {np.mean(corners):.3f}")
-    assert np.mean(neighbours) > np.mean(corners)
+    assert np.mean(neighbours) - np.mean(corners) >= 0.1
 
 
 def test_mini_clip_position_table_shows_rows_and_columns(mini_clip_position_similarity):
-    """What the learned table does show (ViT paper, Fig. 7 centre): positions sharing a row or a column are more
-    alike than positions sharing neither, even though neighbours are not (see the xfail above)."""
+    """What a ViT's position table shows (ViT paper, Fig. 7 centre): positions sharing a row or a column are more
+    alike than positions sharing neither. mini-clip's table is the fixed 2-D sine-cosine one, half row, half
+    column, which holds this by construction of its dimensions."""
     result = row_column_similarity(mini_clip_position_similarity)
     print(f"mini-clip position similarity: {result}")
-    assert min(result["same row"], result["same column"]) > result["neither"] + 0.01  # measured: +0.013, +0.019
+    assert min(result["same row"], result["same column"]) > result["neither"] + 0.05  # measured: +0.078 (random: 0)

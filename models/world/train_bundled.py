@@ -39,7 +39,8 @@ BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 CLIP_MODEL_CFG = {
     "embed_dim": 128,
     "quick_gelu": False,
-    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 4, "head_width": 48, "mlp_ratio": 4.0},
+    "vision_cfg": {"image_size": 64, "patch_size": 8, "width": 192, "layers": 4, "head_width": 48, "mlp_ratio": 4.0,
+                   "pos_embed_type": "sin_cos_2d", "no_ln_pre": True},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
 }
 CLIP_PREPROCESS_CFG = {"size": 64, "mean": list(shapes.PIXEL_MEAN), "std": list(shapes.PIXEL_STD),
@@ -61,7 +62,7 @@ class Recipe:
 
 
 RECIPES = {
-    "mini-clip": Recipe(steps=2400, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100),
+    "mini-clip": Recipe(steps=1900, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100),
     "mini-vit": Recipe(steps=600, batch_size=128, lr=3e-4, weight_decay=0.05, warmup=50, split="any"),
     "mini-cnn": Recipe(steps=1200, batch_size=128, lr=3e-3, weight_decay=0.05, warmup=60, split="any",
                        smooth_stem=0.5),
@@ -225,6 +226,20 @@ def save_clip(model: torch.nn.Module, out_dir: Path, model_cfg: dict = CLIP_MODE
     save_file(state, str(out_dir / "open_clip_model.safetensors"))
 
 
+def present_class_targets(examples: list[shapes.Example], names: list[str],
+                          attribute: str = "label") -> torch.Tensor:
+    """(B, len(names)) target distributions: equal shares over the values of ``attribute`` ("label", "colour" or
+    "shape") present in each scene, so that a two-object scene teaches both of its classes (and a class's evidence
+    stays on its own object)."""
+    targets = torch.zeros(len(examples), len(names))
+    index = {name: i for i, name in enumerate(names)}
+    for row, example in enumerate(examples):
+        present = {getattr(obj, attribute) for obj in example.objects}
+        for value in present:
+            targets[row, index[value]] = 1.0 / len(present)
+    return targets
+
+
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
               captions: list[str], negative_features: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """Symmetric contrastive cross-entropy with learned temperature; identical captions count as positives of
@@ -267,22 +282,114 @@ def step_captions(examples: list[shapes.Example], rng: np.random.Generator) -> t
     return captions, negatives
 
 
+PROMPT_LOSS_WEIGHT = 1.0  # weight of the prompt-supervision term (see prompt_loss) next to the contrastive loss
+
+
+def supervision_prompts() -> dict[str, tuple[list[str], list[str]]]:
+    """The prompt sets of prompt supervision, keyed by the scene-object attribute they name: (values, prompts).
+    Classes are the 30 trained compositions only ("a red star"); colours ("a red shape") and shapes ("a star")
+    name one attribute, which asks the image embedding to carry each attribute on its own (the held-out
+    compositions recombine attributes the model has seen)."""
+    classes = scenes.trained_class_names()
+    colours, shape_names = list(shapes.COLOURS), list(shapes.SHAPES)
+    return {
+        "label": (classes, [bundled_eval.zero_shot_prompt(*c.split(" ")) for c in classes]),
+        "colour": (colours, [shapes._articles(f"a {c} shape") for c in colours]),
+        "shape": (shape_names, [shapes._articles(f"a {s}") for s in shape_names]),
+    }
+
+
+def prompt_loss(image_features: torch.Tensor, prompt_features: dict[str, torch.Tensor],
+                examples: list[shapes.Example], logit_scale: torch.Tensor) -> torch.Tensor:
+    """Prompt supervision: for each prompt set, cross-entropy of every image's scaled cosine similarities to the
+    set's prompts against an equal share over what its scene holds (classes, colours, shapes). It is the
+    zero-shot classifier trained directly, on every image every step, alongside the contrastive loss (which
+    sees one caption per image); the attribute sets count half each."""
+    image_features = F.normalize(image_features, dim=-1)
+    loss = image_features.new_zeros(())
+    for attribute, (values, _) in supervision_prompts().items():
+        logits = logit_scale.exp() * image_features @ F.normalize(prompt_features[attribute], dim=-1).T
+        targets = present_class_targets(examples, values, attribute).to(logits.device)
+        loss = loss + (1.0 if attribute == "label" else 0.5) * F.cross_entropy(logits, targets)
+    return loss
+
+
+TOKEN_LOSS_WEIGHT = 1.0  # weight of the token-labelling term (see token_label_loss)
+
+
+def patch_attribute_targets(examples: list[shapes.Example], attribute: str, values: list[str],
+                            grid: int) -> torch.Tensor:
+    """(B, grid * grid, len(values) + 1) per-patch target distributions: the share of each patch's pixels that an
+    object with each value of ``attribute`` covers (its visible mask), the remainder going to background (last)."""
+    index = {value: i for i, value in enumerate(values)}
+    targets = np.zeros((len(examples), grid * grid, len(values) + 1), dtype=np.float32)
+    for row, example in enumerate(examples):
+        for obj in example.objects:
+            side = obj.mask.shape[0] // grid
+            coverage = obj.mask.reshape(grid, side, grid, side).mean(axis=(1, 3)).reshape(-1)
+            targets[row, :, index[getattr(obj, attribute)]] += coverage
+        targets[row, :, -1] = np.clip(1.0 - targets[row, :, :-1].sum(axis=1), 0.0, 1.0)
+    return torch.from_numpy(targets)
+
+
+class TokenLabelHead(torch.nn.Module):
+    """Training-only linear read-outs of each patch token's colour and shape (or background), for token labelling:
+    dense supervision on all 64 patches of every image (Jiang et al., "All Tokens Matter", 2021) teaches a small
+    ViT where each object is and what it is far faster than one caption per image. Not saved with the model."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.colour = torch.nn.Linear(width, len(shapes.COLOURS) + 1)
+        self.shape = torch.nn.Linear(width, len(shapes.SHAPES) + 1)
+
+
+def token_label_loss(tokens: torch.Tensor, head: TokenLabelHead, examples: list[shapes.Example]) -> torch.Tensor:
+    """Soft cross-entropy of the per-patch colour and shape read-outs against the masks' patch coverage."""
+    grid = int(round(tokens.shape[1] ** 0.5))
+    loss = tokens.new_zeros(())
+    for attribute, values, linear in (("colour", list(shapes.COLOURS), head.colour),
+                                      ("shape", list(shapes.SHAPES), head.shape)):
+        targets = patch_attribute_targets(examples, attribute, values, grid).to(tokens.device)
+        logits = linear(tokens).flatten(0, 1)
+        loss = loss + F.cross_entropy(logits, targets.flatten(0, 1))
+    return loss
+
+
 def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, bf16: bool) -> dict:
     """Train and save mini-clip in open_clip's local-dir format; returns facts for the model card."""
     model, tokenizer = build_clip(device=device)
+    prompt_sets = supervision_prompts()
+    prompt_texts = [p for _, prompts in prompt_sets.values() for p in prompts]
+    token_head = TokenLabelHead(model.visual.transformer.width).to(device)
+    trained = torch.nn.ModuleDict({"clip": model, "token_head": token_head})  # what the optimiser updates
+    model.visual.output_tokens = True  # training reads the patch tokens too; the saved config leaves it off
 
     def step_fn(step: int) -> tuple[torch.Tensor, float]:
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
         examples = training_batch(seed, step, recipe)
         captions, negatives = step_captions(examples, np.random.default_rng([seed, step, 7]))
+        texts = captions + negatives + prompt_texts
         with autocast(device, bf16):
-            image_features = model.encode_image(to_pixels([e.image for e in examples], device))
-            text_features = model.encode_text(tokenizer(captions + negatives).to(device)).float()
-        return clip_loss(image_features.float(), text_features[:len(captions)], model.logit_scale, captions,
-                         text_features[len(captions):])
+            image_features, tokens = model.visual(to_pixels([e.image for e in examples], device))
+            image_features = image_features.float()
+            text_features = model.encode_text(tokenizer(texts).to(device)).float()
+        n_caption_texts = len(captions) + len(negatives)
+        loss, accuracy = clip_loss(image_features, text_features[:len(captions)], model.logit_scale, captions,
+                                   text_features[len(captions):n_caption_texts])
+        prompt_features, start = {}, n_caption_texts
+        for attribute, (_, prompts) in prompt_sets.items():
+            prompt_features[attribute] = text_features[start:start + len(prompts)]
+            start += len(prompts)
+        if PROMPT_LOSS_WEIGHT:
+            loss = loss + PROMPT_LOSS_WEIGHT * prompt_loss(image_features, prompt_features, examples,
+                                                           model.logit_scale)
+        if TOKEN_LOSS_WEIGHT:
+            loss = loss + TOKEN_LOSS_WEIGHT * token_label_loss(tokens.float(), token_head, examples)
+        return loss, accuracy
 
-    log = train_loop(step_fn, model, recipe, "mini-clip")
+    log = train_loop(step_fn, trained, recipe, "mini-clip")
+    model.visual.output_tokens = False
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
 
@@ -349,14 +456,16 @@ def vit_from_clip(clip_dir: Path):
     """mini-vit initialised from mini-clip's image tower (the same ViT: 64 px, 8 px patches, width 192, 4 layers,
     4 heads, MLP 768, GELU), with a zero-shot head: classifier row c = logit scale x the projected, normalised text
     embedding of class c's prompt, so the classifier starts where CLIP's zero-shot stands (fine-tuning a CLIP for
-    classification, as real ViTs are). transformers' ViT has no pre-norm after the embeddings: open_clip's ln_pre is
-    dropped, which fine-tuning absorbs."""
+    classification, as real ViTs are). mini-clip is built without open_clip's ln_pre (transformers' ViT has no
+    pre-norm after the embeddings), so the copy computes exactly what mini-clip's tower computes."""
     import open_clip
 
     clip = open_clip.create_model("local-dir:" + str(clip_dir)).eval()
     tokenizer = open_clip.get_tokenizer("local-dir:" + str(clip_dir))
     vit = build_vit()
     visual = clip.visual
+    if not isinstance(visual.ln_pre, torch.nn.Identity):
+        raise ValueError("vit_from_clip needs a mini-clip built with no_ln_pre (transformers' ViT has no ln_pre).")
     source = {k: v.float() for k, v in visual.state_dict().items()}
     width = visual.conv1.out_channels
     target = {
@@ -418,18 +527,6 @@ def image_processor(size: int = 64):
     return ViTImageProcessor(do_resize=True, size={"height": size, "width": size}, resample=3, do_rescale=True,
                              rescale_factor=1 / 255, do_normalize=True, image_mean=list(shapes.PIXEL_MEAN),
                              image_std=list(shapes.PIXEL_STD))
-
-
-def present_class_targets(examples: list[shapes.Example], names: list[str]) -> torch.Tensor:
-    """(B, classes) target distributions: equal shares over the classes present in each scene, so that a
-    two-object scene teaches both of its classes (and a class's evidence stays on its own object)."""
-    targets = torch.zeros(len(examples), len(names))
-    index = {name: i for i, name in enumerate(names)}
-    for row, example in enumerate(examples):
-        present = {obj.label for obj in example.objects}
-        for label in present:
-            targets[row, index[label]] = 1.0 / len(present)
-    return targets
 
 
 def first_conv(model: torch.nn.Module) -> torch.nn.Conv2d:
@@ -509,7 +606,9 @@ def evaluate_classifier(name: str, out_dir: Path, device: torch.device) -> dict:
 _ABOUT = {
     "mini-clip": (
         "An [open_clip](https://github.com/mlfoundations/open_clip) CLIP: ViT image tower (64 px input, 8 px "
-        "patches = 8x8 grid + CLS, 4 layers, width 192, 4 heads of width 48) and a text transformer (3 layers, "
+        "patches = 8x8 grid + CLS, 4 layers, width 192, 4 heads of width 48, fixed 2-d sin-cos position "
+        "embeddings (open_clip's `pos_embed_type: sin_cos_2d`, as in MAE), no pre-norm (`no_ln_pre`, as in the "
+        "original ViT)) and a text transformer (3 layers, "
         "width 128, 4 heads, context 32, vocabulary 49,408, open_clip's own SimpleTokenizer), joint embedding "
         "128-d, learned temperature. Load it offline with "
         "`open_clip.create_model_and_transforms('local-dir:models/bundled/mini-clip')` and "
@@ -521,7 +620,13 @@ _ABOUT = {
         "circle\", \"a yellow heart, a blue cross and a red star on a striped background\", ...). For 70% of the "
         "scenes whose first two objects differ in colour and shape, the caption is \"a X and a Y\" and the "
         "colour-swapped \"a X' and a Y'\" joins the batch as a hard negative text (image->text softmax only): it is "
-        "what teaches the model which colour goes with which shape. The six held-out compositions "
+        "what teaches the model which colour goes with which shape. Two more terms, on every image of every step: "
+        "prompt supervision (cross-entropy of the image's scaled cosine similarities to the 30 trained class "
+        "prompts, and at half weight each to the 6 colour prompts \"a red shape\" and the 6 shape prompts \"a "
+        "star\", against an equal share over what the scene holds) and token labelling (training-only linear "
+        "read-outs of each patch token's colour and shape, soft cross-entropy against the share of the patch each "
+        "object's visible mask covers, background included; Jiang et al. 2021, \"All Tokens Matter\"), which "
+        "teaches the small ViT where each object is. The six held-out compositions "
         f"({', '.join(sorted(scenes.HELD_OUT_COMPOSITIONS))}) never appear in a training scene.",
     ),
     "mini-vit": (
@@ -530,8 +635,9 @@ _ABOUT = {
         "A `ViTImageProcessor` (resize to 64x64, no crop, dataset mean/std) is saved alongside. Load with "
         "`AutoModelForImageClassification.from_pretrained(path, dtype=torch.float32)` and "
         "`AutoImageProcessor.from_pretrained(path)`.",
-        "Fine-tuning of mini-clip's image tower (`vit_from_clip`: the same ViT, weights copied; open_clip's "
-        "ln_pre, which transformers' ViT lacks, is dropped) under a zero-shot head (class c's row = logit scale x "
+        "Fine-tuning of mini-clip's image tower (`vit_from_clip`: the same ViT, weights copied; mini-clip has no "
+        "ln_pre, which transformers' ViT lacks, so the copy starts exactly at mini-clip) under a zero-shot head "
+        "(class c's row = logit scale x "
         "mini-clip's normalised, projected embedding of \"a {colour} {shape}\"), as real ViT classifiers start "
         "from pretrained towers. Loss: cross-entropy (label smoothing 0.1) against an equal share for each class "
         "present in fresh scenes of one to three shapes (all 36 classes, the 6 compositions mini-clip never saw "
