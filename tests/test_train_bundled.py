@@ -70,13 +70,13 @@ def test_supervision_prompts_never_name_a_held_out_composition():
 def test_prompt_loss_by_hand(crowded):
     torch.manual_seed(1)
     prompts = tb.supervision_prompts()
-    features = {k: torch.randn(len(v[0]), 8) for k, v in prompts.items()}
+    features = {k: (values, torch.randn(len(values), 8)) for k, (values, _) in prompts.items()}
     images, scale = torch.randn(len(crowded), 8), torch.tensor(2.0)
     expected = 0.0
-    for attribute, (values, _) in prompts.items():
+    for attribute, (values, text) in features.items():
         targets = tb.present_class_targets(crowded, values, attribute)
-        logits = scale.exp() * F.normalize(images, dim=-1) @ F.normalize(features[attribute], dim=-1).T
-        weight = 1.0 if attribute == "label" else 0.5
+        logits = scale.exp() * F.normalize(images, dim=-1) @ F.normalize(text, dim=-1).T
+        weight = {"label": 1.0, "colour": 0.5, "shape": 0.5}[attribute]
         expected += weight * float(-(targets * torch.log_softmax(logits, dim=-1)).sum(-1).mean())
     assert float(tb.prompt_loss(images, features, crowded, scale)) == pytest.approx(expected, rel=1e-5)
 

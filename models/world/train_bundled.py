@@ -282,7 +282,7 @@ def step_captions(examples: list[shapes.Example], rng: np.random.Generator) -> t
     return captions, negatives
 
 
-PROMPT_LOSS_WEIGHT = 1.0  # weight of the prompt-supervision term (see prompt_loss) next to the contrastive loss
+PROMPT_SET_WEIGHTS = {"label": 1.0, "colour": 0.5, "shape": 0.5}  # prompt supervision's terms (see prompt_loss)
 
 
 def supervision_prompts() -> dict[str, tuple[list[str], list[str]]]:
@@ -299,22 +299,20 @@ def supervision_prompts() -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-def prompt_loss(image_features: torch.Tensor, prompt_features: dict[str, torch.Tensor],
+def prompt_loss(image_features: torch.Tensor, prompt_features: dict[str, tuple[list[str], torch.Tensor]],
                 examples: list[shapes.Example], logit_scale: torch.Tensor) -> torch.Tensor:
-    """Prompt supervision: for each prompt set, cross-entropy of every image's scaled cosine similarities to the
-    set's prompts against an equal share over what its scene holds (classes, colours, shapes). It is the
-    zero-shot classifier trained directly, on every image every step, alongside the contrastive loss (which
-    sees one caption per image); the attribute sets count half each."""
+    """Prompt supervision: for each prompt set (attribute -> its values and their prompts' text features),
+    cross-entropy of every image's scaled cosine similarities to the set's prompts against an equal share over
+    what its scene holds (classes, colours, shapes), weighted by PROMPT_SET_WEIGHTS. It is the zero-shot
+    classifier trained directly, on every image every step, alongside the contrastive loss (which sees one
+    caption per image)."""
     image_features = F.normalize(image_features, dim=-1)
     loss = image_features.new_zeros(())
-    for attribute, (values, _) in supervision_prompts().items():
-        logits = logit_scale.exp() * image_features @ F.normalize(prompt_features[attribute], dim=-1).T
+    for attribute, (values, features) in prompt_features.items():
+        logits = logit_scale.exp() * image_features @ F.normalize(features, dim=-1).T
         targets = present_class_targets(examples, values, attribute).to(logits.device)
-        loss = loss + (1.0 if attribute == "label" else 0.5) * F.cross_entropy(logits, targets)
+        loss = loss + PROMPT_SET_WEIGHTS[attribute] * F.cross_entropy(logits, targets)
     return loss
-
-
-TOKEN_LOSS_WEIGHT = 1.0  # weight of the token-labelling term (see token_label_loss)
 
 
 def patch_attribute_targets(examples: list[shapes.Example], attribute: str, values: list[str],
@@ -374,18 +372,15 @@ def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, b
             image_features, tokens = model.visual(to_pixels([e.image for e in examples], device))
             image_features = image_features.float()
             text_features = model.encode_text(tokenizer(texts).to(device)).float()
-        n_caption_texts = len(captions) + len(negatives)
+        start = len(captions) + len(negatives)
         loss, accuracy = clip_loss(image_features, text_features[:len(captions)], model.logit_scale, captions,
-                                   text_features[len(captions):n_caption_texts])
-        prompt_features, start = {}, n_caption_texts
-        for attribute, (_, prompts) in prompt_sets.items():
-            prompt_features[attribute] = text_features[start:start + len(prompts)]
+                                   text_features[len(captions):start])
+        prompt_features = {}
+        for attribute, (values, prompts) in prompt_sets.items():
+            prompt_features[attribute] = (values, text_features[start:start + len(prompts)])
             start += len(prompts)
-        if PROMPT_LOSS_WEIGHT:
-            loss = loss + PROMPT_LOSS_WEIGHT * prompt_loss(image_features, prompt_features, examples,
-                                                           model.logit_scale)
-        if TOKEN_LOSS_WEIGHT:
-            loss = loss + TOKEN_LOSS_WEIGHT * token_label_loss(tokens.float(), token_head, examples)
+        loss = loss + prompt_loss(image_features, prompt_features, examples, model.logit_scale)
+        loss = loss + token_label_loss(tokens.float(), token_head, examples)
         return loss, accuracy
 
     log = train_loop(step_fn, trained, recipe, "mini-clip")
