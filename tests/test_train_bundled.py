@@ -97,3 +97,52 @@ def test_two_training_steps_save_an_open_clip_model_with_fixed_2d_position_embed
     table = model.visual.positional_embedding[1:].float()
     table = F.normalize(table - table.mean(0), dim=-1).view(8, 8, -1)
     assert float((table[0, 0] * table[0, 1]).sum()) > float((table[0, 0] * table[7, 7]).sum())
+
+
+def test_mimetic_init_sets_each_heads_query_key_and_each_layers_value_output_product():
+    """Brute force: the targets drawn again from the same generator; W_o W_v is its (full-rank) target exactly and
+    each head's W_q^T W_k the best rank-head_width approximation of its target (numpy's SVD)."""
+    model, _ = tb.build_clip()
+    tb.mimetic_init(model.visual.transformer, seed=5)
+    generator = torch.Generator().manual_seed(5)
+    for block in model.visual.transformer.resblocks:
+        width, heads = block.attn.embed_dim, block.attn.num_heads
+        head_width = width // heads
+        q, k, v = block.attn.in_proj_weight.detach().double().chunk(3)
+        for head in range(heads):
+            target = tb._noisy_identity(width, *tb.MIMETIC_QK, generator).double().numpy()
+            u, s, vh = np.linalg.svd(target)
+            best = (u[:, :head_width] * s[:head_width]) @ vh[:head_width]
+            rows = slice(head * head_width, (head + 1) * head_width)
+            np.testing.assert_allclose((q[rows].T @ k[rows]).numpy(), best, atol=1e-5)
+        target = tb._noisy_identity(width, tb.MIMETIC_VO[0], -tb.MIMETIC_VO[1], generator).double()
+        np.testing.assert_allclose((block.attn.out_proj.weight.detach().double() @ v).numpy(), target.numpy(),
+                                   atol=1e-5)
+
+
+def _first_block_attention_to_neighbours_over_far_patches(model) -> float:
+    """Block 0's mean attention from a patch to its 4-neighbours over that to patches >= 4 cells away, for the
+    position table alone (a blank image adds the same vector to every patch)."""
+    visual = model.visual
+    block = visual.transformer.resblocks[0]
+    tokens = block.ln_1(visual.positional_embedding[1:].detach())
+    heads = block.attn.num_heads
+    q, k, _ = F.linear(tokens, block.attn.in_proj_weight, block.attn.in_proj_bias).chunk(3, dim=-1)
+    q, k = (t.view(64, heads, -1).transpose(0, 1) for t in (q, k))
+    attention = torch.softmax(q @ k.transpose(1, 2) / q.shape[-1] ** 0.5, dim=-1).mean(0)
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    distance = (rows.flatten()[:, None] - rows.flatten()).abs() + (cols.flatten()[:, None] - cols.flatten()).abs()
+    return float(attention[distance == 1].mean() / attention[distance >= 4].mean())
+
+
+def test_mimetic_init_makes_the_first_blocks_attention_local_where_the_default_init_is_not():
+    """Baseline: open_clip's default initialisation, whose attention over the same positions is near uniform."""
+    torch.manual_seed(0)
+    default, _ = tb.build_clip()
+    mimetic, _ = tb.build_clip()
+    tb.mimetic_init(mimetic.visual.transformer, seed=0)
+    with torch.no_grad():
+        default_ratio = _first_block_attention_to_neighbours_over_far_patches(default)
+        mimetic_ratio = _first_block_attention_to_neighbours_over_far_patches(mimetic)
+    assert default_ratio < 1.2
+    assert mimetic_ratio > 2.0

@@ -63,7 +63,7 @@ class Recipe:
 
 RECIPES = {
     "mini-clip": Recipe(steps=1900, batch_size=128, lr=1e-3, weight_decay=0.1, warmup=100),
-    "mini-vit": Recipe(steps=600, batch_size=128, lr=3e-4, weight_decay=0.05, warmup=50, split="any"),
+    "mini-vit": Recipe(steps=800, batch_size=128, lr=3e-4, weight_decay=0.05, warmup=50, split="any"),
     "mini-cnn": Recipe(steps=1200, batch_size=128, lr=3e-3, weight_decay=0.05, warmup=60, split="any",
                        smooth_stem=0.5),
 }
@@ -265,7 +265,7 @@ def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_s
     return loss, accuracy
 
 
-HARD_NEGATIVE_SHARE = 0.7  # the share of eligible scenes whose step caption is the pair caption with its swap
+HARD_NEGATIVE_SHARE = 0.85  # the share of eligible scenes whose step caption is the pair caption with its swap
 
 
 def step_captions(examples: list[shapes.Example], rng: np.random.Generator) -> tuple[list[str], list[str]]:
@@ -353,9 +353,44 @@ def token_label_loss(tokens: torch.Tensor, head: TokenLabelHead, examples: list[
     return loss
 
 
+MIMETIC_QK = (0.7, 0.7)  # mimetic initialisation: each head's W_q^T W_k ~ a Z + b I (Z ~ N(0, 1/d))
+MIMETIC_VO = (0.4, 0.4)  # and the layer's W_o W_v ~ a Z - b I
+
+
+def _noisy_identity(width: int, noise: float, identity: float, generator: torch.Generator) -> torch.Tensor:
+    """noise x Z + identity x I, Z a (width x width) Gaussian of variance 1/width."""
+    return noise * torch.randn(width, width, generator=generator) / math.sqrt(width) + identity * torch.eye(width)
+
+
+@torch.no_grad()
+def mimetic_init(transformer: torch.nn.Module, seed: int) -> None:
+    """Mimetic initialisation of open_clip's attention blocks (Trockman & Kolter, 2023): every head's query-key
+    product W_q^T W_k is the best rank-head_width approximation of a noisy identity, and each layer's value-output
+    product W_o W_v that of a noisy negative identity (both as the attention of large pretrained ViTs looks). With
+    the fixed 2-d sin-cos positions, attention then starts local (a token's keys are most like its neighbours'), a
+    convolution-like prior that a small ViT trained for half an hour cannot afford to learn from scratch."""
+    generator = torch.Generator().manual_seed(seed)
+    for block in transformer.resblocks:
+        attn = block.attn
+        width, heads = attn.embed_dim, attn.num_heads
+        head_width = width // heads
+        weight = attn.in_proj_weight
+        for head in range(heads):
+            u, s, vh = torch.linalg.svd(_noisy_identity(width, *MIMETIC_QK, generator))
+            root = s[:head_width].sqrt()
+            rows = slice(head * head_width, (head + 1) * head_width)
+            weight[rows] = (u[:, :head_width] * root).T                       # W_q rows of this head
+            weight[width:][rows] = root[:, None] * vh[:head_width]           # W_k rows of this head
+        u, s, vh = torch.linalg.svd(_noisy_identity(width, MIMETIC_VO[0], -MIMETIC_VO[1], generator))
+        weight[2 * width:] = s.sqrt()[:, None] * vh                          # W_v
+        attn.out_proj.weight.copy_(u * s.sqrt())                             # W_o
+
+
 def train_clip(out_dir: Path, recipe: Recipe, seed: int, device: torch.device, bf16: bool) -> dict:
     """Train and save mini-clip in open_clip's local-dir format; returns facts for the model card."""
-    model, tokenizer = build_clip(device=device)
+    model, tokenizer = build_clip()
+    mimetic_init(model.visual.transformer, seed)
+    model.to(device)
     prompt_sets = supervision_prompts()
     prompt_texts = [p for _, prompts in prompt_sets.values() for p in prompts]
     token_head = TokenLabelHead(model.visual.transformer.width).to(device)
@@ -449,9 +484,11 @@ def build_vit():
 @torch.no_grad()
 def vit_from_clip(clip_dir: Path):
     """mini-vit initialised from mini-clip's image tower (the same ViT: 64 px, 8 px patches, width 192, 4 layers,
-    4 heads, MLP 768, GELU), with a zero-shot head: classifier row c = logit scale x the projected, normalised text
-    embedding of class c's prompt, so the classifier starts where CLIP's zero-shot stands (fine-tuning a CLIP for
-    classification, as real ViTs are). mini-clip is built without open_clip's ln_pre (transformers' ViT has no
+    4 heads, MLP 768, GELU), with a zero-shot head: classifier row c = the projected, normalised text embedding of
+    class c's prompt x CLIP's logit scale / the typical norm of a projected image feature (measured on a training
+    batch), so the classifier starts where CLIP's zero-shot stands, with CLIP's own logit range (fine-tuning a CLIP
+    for classification, as real ViTs are; an unnormalised head would start with logits ~15x too large, and their
+    first gradients would wreck the tower). mini-clip is built without open_clip's ln_pre (transformers' ViT has no
     pre-norm after the embeddings), so the copy computes exactly what mini-clip's tower computes."""
     import open_clip
 
@@ -487,7 +524,9 @@ def vit_from_clip(clip_dir: Path):
     names = [vit.config.id2label[i] for i in range(vit.config.num_labels)]
     prompts = [bundled_eval.zero_shot_prompt(*name.split(" ")) for name in names]
     text = F.normalize(clip.encode_text(tokenizer(prompts)).float(), dim=-1)
-    target["classifier.weight"] = clip.logit_scale.exp() * text @ source["proj"].T
+    calibration = scenes.make_scenes(128, shapes.training_seed(0, 0))
+    typical_norm = clip.encode_image(to_pixels([e.image for e in calibration])).norm(dim=-1).mean()
+    target["classifier.weight"] = clip.logit_scale.exp() / typical_norm * text @ source["proj"].T
     target["classifier.bias"] = torch.zeros(len(names))
     missing = set(vit.state_dict()) - set(target)
     if missing:
@@ -612,7 +651,8 @@ _ABOUT = {
         "at 100); identical captions in a batch are treated as positives of each other's images. Each step "
         "draws fresh scenes of one (60%), two (25%) or three (15%) shapes, each captioned by one of its true "
         "captions (\"a small red star in the top left corner\", \"two green squares\", \"a red star left of a blue "
-        "circle\", \"a yellow heart, a blue cross and a red star on a striped background\", ...). For 70% of the "
+        "circle\", \"a yellow heart, a blue cross and a red star on a striped background\", ...). For "
+        f"{HARD_NEGATIVE_SHARE:.0%} of the "
         "scenes whose first two objects differ in colour and shape, the caption is \"a X and a Y\" and the "
         "colour-swapped \"a X' and a Y'\" joins the batch as a hard negative text (image->text softmax only): it is "
         "what teaches the model which colour goes with which shape. Two more terms, on every image of every step: "
@@ -621,7 +661,10 @@ _ABOUT = {
         "star\", against an equal share over what the scene holds) and token labelling (training-only linear "
         "read-outs of each patch token's colour and shape, soft cross-entropy against the share of the patch each "
         "object's visible mask covers, background included; Jiang et al. 2021, \"All Tokens Matter\"), which "
-        "teaches the small ViT where each object is. The six held-out compositions "
+        "teaches the small ViT where each object is. The image tower's attention starts from mimetic "
+        "initialisation (Trockman & Kolter 2023: each head's query-key product a noisy identity, each layer's "
+        "value-output product a noisy negative identity), so with the sin-cos positions it starts local, as a "
+        "convolution would. The six held-out compositions "
         f"({', '.join(sorted(scenes.HELD_OUT_COMPOSITIONS))}) never appear in a training scene.",
     ),
     "mini-vit": (
@@ -632,11 +675,12 @@ _ABOUT = {
         "`AutoImageProcessor.from_pretrained(path)`.",
         "Fine-tuning of mini-clip's image tower (`vit_from_clip`: the same ViT, weights copied; mini-clip has no "
         "ln_pre, which transformers' ViT lacks, so the copy starts exactly at mini-clip) under a zero-shot head "
-        "(class c's row = logit scale x "
-        "mini-clip's normalised, projected embedding of \"a {colour} {shape}\"), as real ViT classifiers start "
-        "from pretrained towers. Loss: cross-entropy (label smoothing 0.1) against an equal share for each class "
-        "present in fresh scenes of one to three shapes (all 36 classes, the 6 compositions mini-clip never saw "
-        "included). Train mini-clip first.",
+        "(class c's row = mini-clip's normalised, projected embedding of \"a {colour} {shape}\" x its logit "
+        "scale / the mean norm of its projected image features on a training batch, so the head starts with "
+        "CLIP's own logits, not ones ~15x too large whose first gradients wreck the tower), as real ViT "
+        "classifiers start from pretrained towers. Loss: cross-entropy (label smoothing 0.1) against an equal "
+        "share for each class present in fresh scenes of one to three shapes (all 36 classes, the 6 "
+        "compositions mini-clip never saw included). Train mini-clip first.",
     ),
     "mini-cnn": (
         "A transformers `ResNetForImageClassification` with basic blocks: stem of 32 channels (7x7 stride-2 "
