@@ -362,6 +362,11 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
                 break
         embed.click()
         page.wait_for_function("document.querySelector('.cs-map .main-svg') !== null", timeout=120_000)
+        for _ in range(40):   # on a loaded machine a late page-load event can switch the tab back: reopen it
+            if page.locator(".cs-map").is_visible():
+                break
+            page.get_by_role("tab", name="Embedding space").click()
+            page.wait_for_timeout(500)
         page.locator(".cs-map").scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         x, y, index = page.evaluate("""() => {
