@@ -64,7 +64,7 @@ def build_app(models: list[str] | None = None, allowed_folders: list[str] | None
         shared = build_shared_inputs(models)
         views = {}   # tab id -> the tab's handle (its URL fields), for the URL state
         panels = {}  # tab id -> the tab itself, whose selection the URL records
-        with gr.Tabs() as tabs:
+        with gr.Tabs():
             with gr.Tab(TABS[0], id=TAB_IDS[0]) as panels[TAB_IDS[0]]:
                 views["attention"] = build_attention_tab(shared)
             with gr.Tab(TABS[1], id=TAB_IDS[1]) as panels[TAB_IDS[1]]:
@@ -88,7 +88,7 @@ def build_app(models: list[str] | None = None, allowed_folders: list[str] | None
                   "clip_model": shared.pickers["clip"], "image": shared.source}
         for view in views.values():
             fields.update(view.url_fields() if view is not None else {})
-        loaded = bind_url_state(app, fields, tabs, panels, shared.image, shared.status)
+        loaded = bind_url_state(app, fields, panels, shared.image, shared.status)
         for view in views.values():
             if view is not None:
                 view.draw(loaded)   # the first screen: the tab draws itself on the preselected example

@@ -94,7 +94,7 @@ def test_the_tab_decomposes_the_shared_image_in_a_real_browser(app_url):
         page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
         page.on("pageerror", lambda error: errors.append(f"page error: {error}"))
         page.goto(app_url)
-        # the page load restores the view from the URL and draws the first tab: a tab picked before that is undone
+        # let the first tab finish drawing, so that the decomposition below does not share the cores with it
         page.wait_for_function("(document.querySelector('#cs-overlay .js-plotly-plot') || {})._fullData "
                                "!== undefined", timeout=180_000)
         page.get_by_role("tab", name="Decomposition", exact=True).click()

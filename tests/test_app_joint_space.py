@@ -354,19 +354,14 @@ def test_map_hover_shows_a_thumbnail_and_click_opens_the_point(served, tmp_path)
         browser = p.chromium.launch(executable_path=chromium, args=flags)
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(served["url"])
+        # opened at once, while the page load is still restoring the link and drawing the first tab: it stays open
+        page.get_by_role("tab", name="Embedding space").click()
         embed = page.get_by_role("button", name="Embed", exact=True)
-        for _ in range(40):   # a click on the tab while the first view loads may be dropped: click until it opens
-            page.get_by_role("tab", name="Embedding space").click()
-            page.wait_for_timeout(500)
-            if embed.is_visible():
-                break
         embed.click()
         page.wait_for_function("document.querySelector('.cs-map .main-svg') !== null", timeout=120_000)
-        for _ in range(40):   # on a loaded machine a late page-load event can switch the tab back: reopen it
-            if page.locator(".cs-map").is_visible():
-                break
-            page.get_by_role("tab", name="Embedding space").click()
-            page.wait_for_timeout(500)
+        page.wait_for_function("(document.querySelector('#cs-overlay .js-plotly-plot') || {})._fullData "
+                               "!== undefined", timeout=180_000)   # the first tab's own drawing has answered
+        assert page.locator(".cs-map").is_visible(), "the Embedding space tab was closed behind the user's back"
         page.locator(".cs-map").scroll_into_view_if_needed()
         page.wait_for_timeout(500)
         x, y, index = page.evaluate("""() => {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui.examples import example_path
-from ui.url_state import parse_value, restore_updates, tab_js, write_js
+from ui.url_state import parse_value, restore_updates, select_linked_tab_js, tab_js, write_js
 
 
 def _fields():
@@ -42,3 +42,17 @@ def test_the_browser_code_writes_its_key():
     assert '"layer"' in write_js("layer") and "history.replaceState" in write_js("layer")
     code = tab_js("zero-shot")
     assert '"zero-shot"' in code and '"tab"' in code and "history.replaceState" in code
+
+
+def test_a_link_opens_its_tab_in_the_browser_and_no_server_event_sets_the_tabs():
+    """The tab a link names is clicked open by browser code at mount: a Tabs output of the server's page-load event
+    is re-applied when that event answers and, on a busy server, threw a user back from a tab already opened."""
+    import app
+
+    config = app.build_app().get_config_file()
+    tabs_ids = {c["id"] for c in config["components"] if c["type"] == "tabs"}
+    assert tabs_ids, "the app has no Tabs"
+    assert not [d for d in config["dependencies"] if tabs_ids & set(d["outputs"])]
+    code = select_linked_tab_js({"attention": "Attention", "ablate": "Ablate & patch"})
+    assert '"ablate": "Ablate & patch"' in code and "data-tab-id" in code and ".overflow-dropdown" in code
+    assert any(d["js"] and "data-tab-id" in d["js"] for d in config["dependencies"]), "no mount-time tab selection"

@@ -42,6 +42,24 @@ def tab_js(tab_id: str) -> str:
 }}"""
 
 
+def select_linked_tab_js(tab_labels: Mapping[str, str]) -> str:
+    """Browser code run as the page mounts: open the tab the link names (``tab_labels``: id -> label) by clicking
+    its button, or its entry in the "more tabs" menu where a narrow window has moved it there.
+
+    In the browser, not as an output of the server's page-load event: gradio re-applies a Tabs output when that
+    event answers (even a skip), which on a busy server threw a user who had already opened another tab back to
+    the first one. Clicking at mount time has nothing to race with. An unknown id is left to the server's message."""
+    return f"""() => {{
+  const labels = {json.dumps(dict(tab_labels))};
+  const tab = new URL(window.location.href).searchParams.get({json.dumps(TAB_KEY)});
+  if (!tab || !(tab in labels)) return [];
+  const button = document.querySelector(`button[role=tab][data-tab-id="${{tab}}"]`)
+    || [...document.querySelectorAll('.overflow-dropdown button')].find(b => b.textContent.trim() === labels[tab]);
+  if (button && button.getAttribute('aria-selected') !== 'true') button.click();
+  return [];
+}}"""
+
+
 def link_params(request: gr.Request | None) -> dict:
     """The parameters of the link this page was opened with (stored at page load: the URL changes afterwards)."""
     return STORE.peek(request, LINK_KEY) or {}
@@ -82,7 +100,7 @@ def restore_updates(params: Mapping[str, str], fields: Mapping[str, gr.component
     return values, [image], message
 
 
-def bind_url_state(app: gr.Blocks, fields: Mapping[str, gr.components.Component], tabs: gr.Tabs,
+def bind_url_state(app: gr.Blocks, fields: Mapping[str, gr.components.Component],
                    tab_panels: Mapping[str, gr.Tab], image: gr.Image, message: gr.Markdown):
     """Write every field and the selected tab into the URL as they change, and restore them on page load.
 
@@ -100,8 +118,8 @@ def bind_url_state(app: gr.Blocks, fields: Mapping[str, gr.components.Component]
         STORE.put(request, LINK_KEY, params)
         values, image_update, text = restore_updates(params, fields, tab_ids)
         updates = [values[key] if key in values else gr.skip() for key in keys]
-        tab = params.get(TAB_KEY)
-        selected = gr.Tabs(selected=tab) if tab in tab_ids else gr.skip()
-        return [*updates, *image_update, selected, text if text else gr.skip()]
+        return [*updates, *image_update, text if text else gr.skip()]
 
-    return app.load(restore, None, [*components, image, tabs, message], api_name=False)
+    app.load(None, None, None, js=select_linked_tab_js({tab_id: panel.label for tab_id, panel in tab_panels.items()}),
+             api_name=False)
+    return app.load(restore, None, [*components, image, message], api_name=False)
