@@ -11,8 +11,9 @@ from ui.model_access import load_model
 from ui.shared_inputs import ImageInput, SharedInputs
 from ui.staleness import clear_on_change
 from viz.intervention_views import SOURCE_SEED, ablation_choices, can_ablate, can_patch, can_sweep
-from viz.interventions import DEFAULT_LABELS, REFERENCE_COUNT
+from viz.interventions import REFERENCE_COUNT
 from viz.views import Subject, run_view
+from viz.zero_shot import DEFAULT_LABELS
 
 MODEL_SOURCES = ["transformer or CLIP picker", "CNN picker"]
 MODES = ["zero", "mean"]

@@ -14,8 +14,8 @@ from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
 from ui.staleness import clear_on_change
 from viz.views import Subject, run_view
+from viz.zero_shot import DEFAULT_LABELS as LABELS
 from viz.zero_shot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, parse_labels, parse_templates, require_clip
-from viz.zero_shot_views import DEFAULT_LABELS as LABELS
 from viz.zero_shot_views import MAX_SLIDERS, classification, slider_classes
 
 KEY = "zero_shot"

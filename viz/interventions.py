@@ -21,13 +21,11 @@ from PIL import Image
 from models.adapters.interventions import head_ablation_supported
 from models.world import bundled_eval, scenes
 from viz.outputs import output_vector
-from viz.zero_shot import DEFAULT_TEMPLATE, TEXT_FEATURES, parse_labels
+from viz.zero_shot import DEFAULT_LABELS, DEFAULT_TEMPLATE, TEXT_FEATURES, parse_labels
 
 REFERENCE_SEED = 424_242     # held-out scenes (training seeds are >= 10**9) the mean ablation averages over
 REFERENCE_COUNT = 32
 SWEEP_BATCH = 64             # copies of the image per forward in the head sweep
-DEFAULT_LABELS = ("red circle", "blue square", "green triangle", "yellow star", "purple heart", "orange cross",
-                  "red square", "blue circle")
 
 
 def reference_images(count: int = REFERENCE_COUNT, seed: int = REFERENCE_SEED) -> list[Image.Image]:

@@ -24,6 +24,10 @@ from models.tokens import coverage_notice
 from viz.softmax import sigmoid, softmax
 
 DEFAULT_TEMPLATE = "a photo of a {}."
+# the labels a tab starts with: the default example's two objects (ui.examples.DEFAULT_EXAMPLE: a purple cross and
+# a blue triangle), their colour swaps (does the model bind colour to shape?) and four other classes
+DEFAULT_LABELS: tuple[str, ...] = ("purple cross", "blue triangle", "blue cross", "purple triangle", "red circle",
+                                   "green square", "yellow star", "orange heart")
 ENSEMBLE_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
     "a picture of a {}.",

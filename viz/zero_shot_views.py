@@ -11,11 +11,16 @@ from models.world import scenes
 from viz.domain import domain_notes
 from viz.softmax import apply_sliders, softmax_view
 from viz.views import Figures, Subject, view
-from viz.zero_shot import DEFAULT_TEMPLATE, image_text_similarity, parse_labels, probability_notice, zero_shot
+from viz.zero_shot import (
+    DEFAULT_LABELS,
+    DEFAULT_TEMPLATE,
+    image_text_similarity,
+    parse_labels,
+    probability_notice,
+    zero_shot,
+)
 from viz.zero_shot_figures import similarity_figure, softmax_halves_figure, softmax_sliders_figure, top_k_figure
 
-DEFAULT_LABELS = ("red circle", "blue square", "green triangle", "yellow star", "purple heart", "orange cross",
-                  "red square", "blue circle")
 MAX_SLIDERS = 8
 SIMILARITY_SEED = 515_151  # held out: training seeds are >= shapes.TRAIN_SEED_START
 
