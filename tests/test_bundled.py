@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from models import bundled_eval, load_model, shapes
 from models.world import scenes
@@ -81,6 +82,37 @@ def test_mini_clip_reaches_issue_15s_zero_shot_bars(clip, trained_zero_shot):
     print(f"mini-clip zero-shot: trained compositions {seen['top1']:.3f}, held-out {unseen['top1']:.3f} "
           f"{unseen['per_class']}")
     assert seen["top1"] >= 0.97 and unseen["top1"] >= 0.80
+
+
+def test_attribute_accuracy_is_each_images_nearest_attribute_prompt(clip):
+    """The one-attribute read-out against a brute-force loop: each image alone, its cosine to each prompt by hand."""
+    for attribute, values, prompt in (("colour", list(shapes.COLOURS), "a {} shape"),
+                                      ("shape", list(shapes.SHAPES), "a {}")):
+        examples = scenes.make_scenes(36, SEED + 12, balanced=True, split="held_out")
+        texts = F.normalize(clip.encode_text([shapes._articles(prompt.format(v)) for v in values]).float(), dim=-1)
+        hits = []
+        for example in examples:
+            image = F.normalize(clip.encode_image(clip.preprocess([example.image])).float(), dim=-1)[0]
+            scores = [float(image @ text) for text in texts]
+            hits.append(values[int(np.argmax(scores))] == getattr(example, attribute))
+        measured = bundled_eval.clip_attribute_accuracy(clip.encode_image, clip.encode_text, clip.preprocess,
+                                                        attribute, n=36, seed=SEED + 12, split="held_out",
+                                                        batch_size=8)
+        assert measured == pytest.approx(np.mean(hits))
+    with pytest.raises(ValueError, match="colour' or 'shape"):
+        bundled_eval.clip_attribute_accuracy(clip.encode_image, clip.encode_text, clip.preprocess, "size")
+
+
+def test_mini_clip_names_colour_alone_everywhere_and_shape_alone_on_trained_pairs(clip):
+    """Each attribute named alone ("a red shape", "a star"; chance 1/6). Colour must be read on trained and never-
+    seen pairs alike, shape on trained pairs; on never-seen pairs the current weights read shape at about chance
+    (18% of 360, in the card): that is what the held-out bar of the strict xfail above waits on."""
+    read = {(split, attribute): bundled_eval.clip_attribute_accuracy(
+                clip.encode_image, clip.encode_text, clip.preprocess, attribute, n=120, seed=SEED + 13, split=split)
+            for split in ("train", "held_out") for attribute in ("colour", "shape")}
+    print(f"mini-clip one attribute alone: {read}")
+    assert read["train", "colour"] >= 0.95 and read["held_out", "colour"] >= 0.95
+    assert read["train", "shape"] >= 0.8 and read["train", "shape"] - 1 / 6 >= 0.6
 
 
 @pytest.fixture(scope="module")

@@ -74,6 +74,27 @@ def clip_zero_shot_accuracy(encode_image: EncodeImage, encode_text: EncodeText, 
     return {"top1": float(hits.mean()), "per_class": per_class, "n": n, "prompts": prompts}
 
 
+ATTRIBUTE_PROMPTS = {"colour": "a {} shape", "shape": "a {}"}  # one attribute named alone ("a red shape", "a star")
+
+
+def clip_attribute_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
+                            attribute: str, n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64,
+                            split: str = "train") -> float:
+    """Zero-shot top-1 of one attribute alone ("colour": the 6 prompts "a red shape", ...; "shape": "a star", ...;
+    chance 1/6) on the single-object scenes :func:`clip_zero_shot_accuracy` draws for the same ``n``, ``seed`` and
+    ``split``. On the held-out compositions it says which attribute the image tower loses on a pair it never saw."""
+    _check_seed(seed)
+    values = {"colour": list(shapes.COLOURS), "shape": list(shapes.SHAPES)}.get(attribute)
+    if values is None:
+        raise ValueError(f"attribute must be 'colour' or 'shape', not {attribute!r}")
+    examples = scenes.make_scenes(n, seed, balanced=True, split=split)
+    text = _text_embeddings(encode_text, [shapes._articles(ATTRIBUTE_PROMPTS[attribute].format(v)) for v in values],
+                            batch_size)
+    image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
+    predicted = (image @ text.T).argmax(dim=1).tolist()
+    return float(np.mean([values[p] == getattr(e, attribute) for p, e in zip(predicted, examples, strict=True)]))
+
+
 def clip_text_to_image_recall(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
                               n: int = 200, seed: int = EVAL_SEED + 1, k: int = 5, batch_size: int = 64) -> float:
     """Recall@k of each held-out scene's caption retrieving its own scene among the ``n`` (ties count against)."""
