@@ -707,15 +707,15 @@ def _attribute_lines(metrics: dict) -> list[str]:
     """The card's line on each attribute named alone, where the log has it (logs from before it was measured don't)."""
     if "held_out_shape_alone_top1" not in metrics:
         return []
+    figures = {key: f"{metrics[f'{key}_alone_top1']:.1%}" for key in
+               ("trained_colour", "trained_shape", "held_out_colour", "held_out_shape")}
+    reading = ""
+    if metrics["held_out_shape_alone_top1"] < metrics["trained_shape_alone_top1"] - 0.2:
+        reading = ": where a pair is new, the image embedding still names its colour but no longer its shape"
     return [f"- Each attribute named alone (\"a red shape\" over the 6 colours, \"a star\" over the 6 shapes; chance "
-            f"16.7%), on the same scenes: colour **{metrics['trained_colour_alone_top1']:.1%}** and shape "
-            f"**{metrics['trained_shape_alone_top1']:.1%}** on the trained compositions, colour "
-            f"**{metrics['held_out_colour_alone_top1']:.1%}** and shape **{metrics['held_out_shape_alone_top1']:.1%}** "
-            "on the held-out ones: where a pair is new, the image embedding still names its colour but no longer its shape"
-            if metrics["held_out_shape_alone_top1"] < metrics["trained_shape_alone_top1"] - 0.2 else
-            f"- Each attribute named alone (chance 16.7%): colour {metrics['trained_colour_alone_top1']:.1%} / "
-            f"{metrics['held_out_colour_alone_top1']:.1%}, shape {metrics['trained_shape_alone_top1']:.1%} / "
-            f"{metrics['held_out_shape_alone_top1']:.1%} (trained / held-out compositions)"]
+            f"16.7%), on the same scenes: colour **{figures['trained_colour']}** and shape "
+            f"**{figures['trained_shape']}** on the trained compositions, colour **{figures['held_out_colour']}** and "
+            f"shape **{figures['held_out_shape']}** on the held-out ones{reading}"]
 
 
 def _metric_lines(name: str, metrics: dict) -> list[str]:
