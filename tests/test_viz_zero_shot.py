@@ -216,13 +216,10 @@ def test_the_figures_name_sigmoid_probabilities():
 def test_the_default_labels_name_the_default_examples_objects_and_their_colour_swaps():
     """A tab's first answer on the preselected example must be able to be right: its labels hold that scene's
     objects, and each pair's colour swap, so the first screen also asks whether the model binds colour to shape."""
-    from models.world import scenes
-    from ui.examples import DEFAULT_EXAMPLE, SCENE_SEED, example_image
+    from ui.examples import DEFAULT_EXAMPLE, example_scene
     from viz.zero_shot import DEFAULT_LABELS
 
-    count = int(DEFAULT_EXAMPLE.rsplit("-", 1)[1])
-    scene = scenes.make_scene([SCENE_SEED, count], n_objects=count + 1, distinct=True, split="any")
-    assert np.array_equal(np.asarray(scene.image.resize((224, 224), 0)), np.asarray(example_image(DEFAULT_EXAMPLE)))
+    scene = example_scene(DEFAULT_EXAMPLE)
     objects = [o.label for o in scene.objects]
     swaps = [f"{b.colour} {a.shape}" for a in scene.objects for b in scene.objects if a.colour != b.colour]
     assert set(objects) <= set(DEFAULT_LABELS) and set(swaps) <= set(DEFAULT_LABELS)

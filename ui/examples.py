@@ -25,14 +25,20 @@ def example_names() -> list[str]:
     return list(CAPTIONS)
 
 
+def example_scene(name: str):
+    """The procedural example ``name`` with its ground truth (a models.world Example: objects, masks, labels)."""
+    if name not in SCENES:
+        raise ValueError(f"{name!r} is not a procedural example; those are {', '.join(SCENES)}.")
+    from models.world import scenes
+    count = int(name.rsplit("-", 1)[1])
+    return scenes.make_scene([SCENE_SEED, count], n_objects=count + 1, distinct=True, split="any")
+
+
 def example_image(name: str) -> Image.Image:
     """The example image ``name``: 3 procedural scenes (one, two and three distinct shapes, 224 px) and 3
     photographs."""
     if name in SCENES:
-        from models.world import scenes
-        count = int(name.rsplit("-", 1)[1])
-        return (scenes.make_scene([SCENE_SEED, count], n_objects=count + 1, distinct=True, split="any")
-                .image.resize((224, 224), Image.NEAREST))
+        return example_scene(name).image.resize((224, 224), Image.NEAREST)
     if name in PHOTOS:
         from skimage import data
         return Image.fromarray(getattr(data, name)())

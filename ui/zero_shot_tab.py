@@ -14,8 +14,14 @@ from ui.sessions import STORE
 from ui.shared_inputs import SharedInputs
 from ui.staleness import clear_on_change
 from viz.views import Subject, run_view
-from viz.zero_shot import DEFAULT_LABELS as LABELS
-from viz.zero_shot import DEFAULT_TEMPLATE, ENSEMBLE_TEMPLATES, parse_labels, parse_templates, require_clip
+from viz.zero_shot import (
+    DEFAULT_LABELS,
+    DEFAULT_TEMPLATE,
+    ENSEMBLE_TEMPLATES,
+    parse_labels,
+    parse_templates,
+    require_clip,
+)
 from viz.zero_shot_views import MAX_SLIDERS, classification, slider_classes
 
 KEY = "zero_shot"
@@ -23,7 +29,6 @@ NOT_YET = "Classify an image first: the sliders hold that prediction's logits."
 MAX_PAIRS = 16
 TEMPLATE_MODES = [f"default: {DEFAULT_TEMPLATE}", "custom", f"ensemble of {len(ENSEMBLE_TEMPLATES)} templates"]
 PAIR_SOURCES = ["procedural shapes and their captions", "my images and texts"]
-DEFAULT_LABELS = ", ".join(LABELS)
 SLIDER_DECIMALS = 2   # the sliders' step is 0.01: a value box with more digits says nothing more
 
 
@@ -134,7 +139,8 @@ def build_zero_shot_tab(shared: SharedInputs) -> None:
         with gr.Column(scale=1):
             model_id, image = shared.pickers["clip"], shared.image
             classify_button = gr.Button("Classify", variant="primary")
-            labels = gr.Textbox(label="Labels (one per line or comma-separated)", value=DEFAULT_LABELS, lines=3)
+            labels = gr.Textbox(label="Labels (one per line or comma-separated)", value=", ".join(DEFAULT_LABELS),
+                                lines=3)
             mode = gr.Radio(TEMPLATE_MODES, value=TEMPLATE_MODES[0], label="Prompt template")
             custom = gr.Textbox(label="Custom template(s), one per line, {} = the label (several are ensembled)",
                                 value="a picture of a {}", lines=2)

@@ -53,46 +53,47 @@ def _text_embeddings(encode_text: EncodeText, texts: list[str], batch_size: int)
     return F.normalize(torch.cat(chunks), dim=-1)
 
 
+ATTRIBUTE_PROMPTS = {"colour": "a {} shape", "shape": "a {}"}  # one attribute named alone ("a red shape", "a star")
+ATTRIBUTE_VALUES = {"colour": list(shapes.COLOURS), "shape": list(shapes.SHAPES)}
+
+
+def _nearest_prompt(image: torch.Tensor, encode_text: EncodeText, prompts: list[str], batch_size: int) -> list[int]:
+    """Each (normalised) image embedding's most similar prompt, by index."""
+    return (image @ _text_embeddings(encode_text, prompts, batch_size).T).argmax(dim=1).tolist()
+
+
 def clip_zero_shot_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
-                            n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64, split: str = "train") -> dict:
+                            n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64, split: str = "train",
+                            attributes: Sequence[str] = ()) -> dict:
     """Zero-shot top-1 over all 36 class prompts on ``n`` held-out single-object scenes whose classes are those of
     ``split`` ("train": the 30 compositions seen in training; "held_out": the 6 never seen), equal counts per class.
+    Each of ``attributes`` ("colour", "shape") is also read alone from the same image embeddings: "a red shape" over
+    the 6 colours, "a star" over the 6 shapes (chance 1/6); on the held-out compositions that says which attribute
+    the image tower loses on a pair it never saw.
 
-    Returns {"top1", "per_class" (name -> accuracy), "n", "prompts"}.
+    Returns {"top1", "per_class" (name -> accuracy), "n", "prompts", "alone" (attribute -> accuracy)}.
     """
     _check_seed(seed)
+    unknown = [a for a in attributes if a not in ATTRIBUTE_PROMPTS]
+    if unknown:
+        raise ValueError(f"attributes must be 'colour' or 'shape', not {unknown}")
     classes = shapes.class_names()
     prompts = [zero_shot_prompt(*name.split(" ")) for name in classes]
     examples = scenes.make_scenes(n, seed, balanced=True, split=split)
-    text = _text_embeddings(encode_text, prompts, batch_size)
     image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
-    predicted = (image @ text.T).argmax(dim=1).tolist()
+    predicted = _nearest_prompt(image, encode_text, prompts, batch_size)
     truth = [classes.index(e.label) for e in examples]
     hits = np.array([p == t for p, t in zip(predicted, truth, strict=True)])
     per_class = {name: float(hits[[t == k for t in truth]].mean()) for k, name in enumerate(classes)
                  if k in truth}
-    return {"top1": float(hits.mean()), "per_class": per_class, "n": n, "prompts": prompts}
-
-
-ATTRIBUTE_PROMPTS = {"colour": "a {} shape", "shape": "a {}"}  # one attribute named alone ("a red shape", "a star")
-
-
-def clip_attribute_accuracy(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,
-                            attribute: str, n: int = 360, seed: int = EVAL_SEED, batch_size: int = 64,
-                            split: str = "train") -> float:
-    """Zero-shot top-1 of one attribute alone ("colour": the 6 prompts "a red shape", ...; "shape": "a star", ...;
-    chance 1/6) on the single-object scenes :func:`clip_zero_shot_accuracy` draws for the same ``n``, ``seed`` and
-    ``split``. On the held-out compositions it says which attribute the image tower loses on a pair it never saw."""
-    _check_seed(seed)
-    values = {"colour": list(shapes.COLOURS), "shape": list(shapes.SHAPES)}.get(attribute)
-    if values is None:
-        raise ValueError(f"attribute must be 'colour' or 'shape', not {attribute!r}")
-    examples = scenes.make_scenes(n, seed, balanced=True, split=split)
-    text = _text_embeddings(encode_text, [shapes._articles(ATTRIBUTE_PROMPTS[attribute].format(v)) for v in values],
-                            batch_size)
-    image = _image_embeddings(encode_image, preprocess, [e.image for e in examples], batch_size)
-    predicted = (image @ text.T).argmax(dim=1).tolist()
-    return float(np.mean([values[p] == getattr(e, attribute) for p, e in zip(predicted, examples, strict=True)]))
+    alone = {}
+    for attribute in attributes:
+        values = ATTRIBUTE_VALUES[attribute]
+        texts = [shapes._articles(ATTRIBUTE_PROMPTS[attribute].format(v)) for v in values]
+        named = _nearest_prompt(image, encode_text, texts, batch_size)
+        alone[attribute] = float(np.mean([values[p] == getattr(e, attribute)
+                                          for p, e in zip(named, examples, strict=True)]))
+    return {"top1": float(hits.mean()), "per_class": per_class, "n": n, "prompts": prompts, "alone": alone}
 
 
 def clip_text_to_image_recall(encode_image: EncodeImage, encode_text: EncodeText, preprocess: Preprocess,

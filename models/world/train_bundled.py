@@ -444,8 +444,10 @@ def evaluate_clip(out_dir: Path, device: torch.device) -> dict:
     def prep(images) -> torch.Tensor:
         return torch.stack([preprocess(image) for image in images])
 
-    zero_shot = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=720)
-    held_out = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=360, split="held_out")
+    attributes = ("colour", "shape")
+    zero_shot = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=720, attributes=attributes)
+    held_out = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=360, split="held_out",
+                                                    attributes=attributes)
     return {
         "zero_shot_top1": zero_shot["top1"],
         "zero_shot_n": zero_shot["n"],
@@ -453,10 +455,8 @@ def evaluate_clip(out_dir: Path, device: torch.device) -> dict:
         "held_out_compositions_top1": held_out["top1"],
         "held_out_compositions_n": held_out["n"],
         "held_out_compositions_per_class": held_out["per_class"],
-        **{f"{label}_{attribute}_alone_top1": bundled_eval.clip_attribute_accuracy(
-            encode_image, encode_text, prep, attribute, n=n, split=split)
-           for label, split, n in (("trained", "train", 720), ("held_out", "held_out", 360))
-           for attribute in ("colour", "shape")},
+        **{f"{label}_{attribute}_alone_top1": result["alone"][attribute]
+           for label, result in (("trained", zero_shot), ("held_out", held_out)) for attribute in attributes},
         "binding_true_over_swapped": bundled_eval.clip_binding_accuracy(encode_image, encode_text, prep, n=400),
         "binding_n": 400,
         "text_to_image_recall@5": bundled_eval.clip_text_to_image_recall(encode_image, encode_text, prep, n=200),
