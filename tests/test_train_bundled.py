@@ -67,6 +67,22 @@ def test_supervision_prompts_never_name_a_held_out_composition():
     assert all(t.split(" ", 1)[1] == c for c, t in zip(classes, texts, strict=True))
 
 
+@pytest.mark.xfail(strict=True, reason="issue 15: the colour-swapped hard negatives recombine a scene's two objects "
+                   "and so name a held-out composition ('a red star and a blue cross' for a blue star beside a red "
+                   "cross): 44% of the bundled recipe's negatives do (203 of 460 over 20 sampled steps), so the "
+                   "bundled mini-clip was trained that 'a blue cross' is a wrong caption; the fix changes the "
+                   "training and waits on a retrain of the bundled weights")
+def test_mini_clip_training_text_never_names_a_held_out_composition():
+    recipe = tb.RECIPES["mini-clip"]
+    texts = []
+    for step in (0, 1, 2):
+        captions, negatives = tb.step_captions(tb.training_batch(0, step, recipe), np.random.default_rng([0, step, 7]))
+        texts += captions + negatives
+    assert len(texts) > 3 * recipe.batch_size + 10  # the steps have hard negatives to check
+    named = [text for text in texts if any(composition in text for composition in scenes.HELD_OUT_COMPOSITIONS)]
+    assert not named, f"{len(named)} texts name a held-out composition, e.g. {named[:3]}"
+
+
 def test_prompt_loss_by_hand(crowded):
     torch.manual_seed(1)
     prompts = tb.supervision_prompts()
