@@ -132,13 +132,36 @@ def test_mini_clip_binds_colours_to_shapes(binding_rate):
     assert binding_rate >= 0.75 and binding_rate - 0.5 >= 0.25
 
 
+@pytest.mark.xfail(strict=True, reason="issue 15's bar, reached overall (91.6%) only through a training leak: the "
+                   "colour-swapped hard negatives of mini-clip's training name held-out compositions (see "
+                   "test_train_bundled); on the scenes whose swapped caption names one (about 4 in 10), a caption "
+                   "the model was trained to reject, it scores 100%, on the others 85.3%. Strict, so a retrained "
+                   "model that reaches the bar on both turns this into a failure to update")
 def test_mini_clip_reaches_issue_15s_binding_bar(clip):
     """Issue 15's bar, true over colour-swapped caption >= 90%, on 2000 held-out two-shape scenes (five seeds of
-    400: one seed's 400 alone varies by about 2 points either way)."""
-    rates = [bundled_eval.clip_binding_accuracy(clip.encode_image, clip.encode_text, clip.preprocess, n=400,
-                                                seed=SEED + 20 + k) for k in range(5)]
-    print(f"mini-clip binding on 5 x 400 scenes: {np.round(rates, 3)}, mean {np.mean(rates):.3f}")
-    assert np.mean(rates) >= 0.90
+    400: one seed's 400 alone varies by about 2 points either way), overall and on the scenes whose swapped caption
+    names only trained compositions."""
+    results = [bundled_eval.clip_binding_results(clip.encode_image, clip.encode_text, clip.preprocess, n=400,
+                                                 seed=SEED + 20 + k) for k in range(5)]
+    rates = [r["all"] for r in results]
+    split = {key: np.mean([r[key] for r in results]) for key in ("swap names trained only",
+                                                                  "swap names a held-out composition")}
+    print(f"mini-clip binding on 5 x 400 scenes: {np.round(rates, 3)}, mean {np.mean(rates):.3f}; {split}")
+    assert np.mean(rates) >= 0.90 and split["swap names trained only"] >= 0.90
+
+
+def test_binding_results_split_the_scenes_by_what_the_swap_names(clip):
+    """The two groups of clip_binding_results partition the scenes by whether the swapped caption names a
+    held-out composition (checked against the scenes by hand), and the overall rate is their size-weighted mean."""
+    results = bundled_eval.clip_binding_results(clip.encode_image, clip.encode_text, clip.preprocess, n=60,
+                                                seed=SEED + 14)
+    examples = [scenes.make_scene([SEED + 14, i], n_objects=2, distinct=True, split="train") for i in range(60)]
+    held = sum(bundled_eval.names_held_out_composition(scenes.colour_swapped_caption(e.objects)) for e in examples)
+    assert results["swap names a held-out composition n"] == held and 0 < held < 60
+    assert results["swap names trained only n"] == 60 - held
+    weighted = (held * results["swap names a held-out composition"]
+                + (60 - held) * results["swap names trained only"]) / 60
+    assert results["all"] == pytest.approx(weighted)
 
 
 def test_mini_clip_text_to_image_recall_at_5(clip):

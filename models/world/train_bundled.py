@@ -445,6 +445,7 @@ def evaluate_clip(out_dir: Path, device: torch.device) -> dict:
         return torch.stack([preprocess(image) for image in images])
 
     attributes = ("colour", "shape")
+    binding = bundled_eval.clip_binding_results(encode_image, encode_text, prep, n=400)
     zero_shot = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=720, attributes=attributes)
     held_out = bundled_eval.clip_zero_shot_accuracy(encode_image, encode_text, prep, n=360, split="held_out",
                                                     attributes=attributes)
@@ -457,8 +458,12 @@ def evaluate_clip(out_dir: Path, device: torch.device) -> dict:
         "held_out_compositions_per_class": held_out["per_class"],
         **{f"{label}_{attribute}_alone_top1": result["alone"][attribute]
            for label, result in (("trained", zero_shot), ("held_out", held_out)) for attribute in attributes},
-        "binding_true_over_swapped": bundled_eval.clip_binding_accuracy(encode_image, encode_text, prep, n=400),
-        "binding_n": 400,
+        "binding_true_over_swapped": binding["all"],
+        "binding_n": binding["n"],
+        "binding_swap_trained_only": binding["swap names trained only"],
+        "binding_swap_trained_only_n": binding["swap names trained only n"],
+        "binding_swap_names_held_out": binding["swap names a held-out composition"],
+        "binding_swap_names_held_out_n": binding["swap names a held-out composition n"],
         "text_to_image_recall@5": bundled_eval.clip_text_to_image_recall(encode_image, encode_text, prep, n=200),
         "text_to_image_recall@1": bundled_eval.clip_text_to_image_recall(encode_image, encode_text, prep, n=200,
                                                                          k=1),
@@ -732,7 +737,10 @@ def _metric_lines(name: str, metrics: dict) -> list[str]:
             *_attribute_lines(metrics),
             f"- Binding: on {metrics['binding_n']} two-shape scenes the true \"a X and a Y\" caption beats the "
             f"colour-swapped one on **{metrics['binding_true_over_swapped']:.1%}** (chance, and any bag-of-words "
-            f"model: 50%)",
+            f"model: 50%): {metrics['binding_swap_trained_only']:.1%} of the "
+            f"{metrics['binding_swap_trained_only_n']} whose swapped caption names only trained compositions, "
+            f"{metrics['binding_swap_names_held_out']:.1%} of the {metrics['binding_swap_names_held_out_n']} whose "
+            f"swapped caption names a held-out composition (\"a blue cross\")",
             f"- Text-to-image recall@5 (each held-out scene's caption retrieving its own scene among "
             f"{metrics['recall_n']}): **{metrics['text_to_image_recall@5']:.1%}** "
             f"(recall@1 {metrics['text_to_image_recall@1']:.1%})",
