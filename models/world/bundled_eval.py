@@ -129,7 +129,7 @@ def classifier_accuracy(forward_logits: Callable[[torch.Tensor], torch.Tensor], 
 
 
 def names_held_out_composition(text: str) -> bool:
-    """Whether a caption names one of the compositions mini-clip's training never shows ("a blue cross")."""
+    """Whether a caption names one of the compositions no training scene holds ("a blue cross")."""
     return any(composition in text for composition in scenes.HELD_OUT_COMPOSITIONS)
 
 
@@ -139,9 +139,10 @@ def clip_binding_results(encode_image: EncodeImage, encode_text: EncodeText, pre
                          batch_size: int = 64) -> dict:
     """Binding on held-out two-object scenes (objects differing in colour and shape): the share whose image is
     closer to the true "a X and a Y" caption than to the colour-swapped one ("a red star and a blue circle" vs
-    "a blue star and a red circle"), overall ("all") and split by whether the swapped caption names a held-out
-    composition (a text training never shows, which the model cannot have learned to reject) or only trained
-    ones, with each group's size. Chance is 50%; a bag-of-words model scores 50% too (both hold the same words)."""
+    "a blue star and a red circle"), overall ("all", of "n") and split by whether the swapped caption names a
+    held-out composition ("swap_names_held_out") or only trained ones ("swap_trained_only"), each with its size
+    ("..._n"): a model trained with such swaps as negatives can score the first group from memory. Chance is
+    50%; a bag-of-words model scores 50% too (both captions hold the same words)."""
     _check_seed(seed)
     examples = [scenes.make_scene([seed, i], n_objects=2, distinct=True, split=split) for i in range(n)]
     swapped_texts = [scenes.colour_swapped_caption(e.objects) for e in examples]
@@ -151,10 +152,9 @@ def clip_binding_results(encode_image: EncodeImage, encode_text: EncodeText, pre
     wins = ((image * true).sum(dim=1) > (image * swapped).sum(dim=1)).float()
     names_held_out = torch.tensor([names_held_out_composition(text) for text in swapped_texts])
     results = {"all": float(wins.mean()), "n": n}
-    for key, group in (("swap names a held-out composition", names_held_out), ("swap names trained only",
-                                                                                 ~names_held_out)):
+    for key, group in (("swap_names_held_out", names_held_out), ("swap_trained_only", ~names_held_out)):
         results[key] = float(wins[group].mean()) if group.any() else float("nan")
-        results[f"{key} n"] = int(group.sum())
+        results[f"{key}_n"] = int(group.sum())
     return results
 
 
